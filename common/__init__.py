@@ -1,0 +1,1 @@
+"""Quantum Trader's shared library: contracts, stream registry, keys, config, logging, the bus runtime."""

@@ -1,0 +1,5 @@
+"""``qt``: the operator's tool."""
+
+from common.cli.app import app, main
+
+__all__ = ["app", "main"]

@@ -1,0 +1,260 @@
+"""Settings (DESIGN §9): ``config/default.toml``, then ``QT_CONFIG``, then systemd credentials, then
+``QT_*`` environment variables (nested with ``__``) and ``REDIS_URL``.
+
+Settings are frozen and strict. A wrong value stops the process at start with one line naming the
+setting and exit code 78 (EX_CONFIG).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal, NoReturn
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, RedisDsn, SecretStr, ValidationError
+from pydantic import field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+EX_CONFIG = 78
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_DIR = REPO_ROOT / "config"
+
+
+class ConfigurationError(Exception):
+    """A setting is wrong. The process cannot start; the operator must fix the setting."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BusSettings(_Section):
+    """The bus runtime (DESIGN §5)."""
+
+    batch_size: Annotated[int, Field(ge=1, le=1000)] = 32
+    block_ms: Annotated[int, Field(ge=1, le=60_000)] = 1000
+    claim_idle_ms: Annotated[int, Field(ge=1)] = 30_000
+    claim_interval_ms: Annotated[int, Field(ge=1)] = 5_000
+    max_deliveries: Annotated[int, Field(ge=1, le=1000)] = 5
+    reconnect_initial_ms: Annotated[int, Field(ge=1)] = 100
+    reconnect_max_ms: Annotated[int, Field(ge=1)] = 5_000
+    socket_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    lag_interval_s: Annotated[float, Field(gt=0)] = 10.0
+
+
+class RuntimeSettings(_Section):
+    """The service runner: heartbeat, metrics, systemd."""
+
+    heartbeat_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    heartbeat_ttl_s: Annotated[int, Field(ge=1)] = 20
+    metrics_host: str = "127.0.0.1"
+    #: metrics port per service; 0 = no metrics listener
+    metrics_ports: dict[str, Annotated[int, Field(ge=0, le=65535)]] = Field(default_factory=dict)
+    #: the longest a SIGTERM drain may take before the process gives up (below systemd's stop timeout)
+    stop_timeout_s: Annotated[float, Field(gt=0)] = 20.0
+
+
+class PaperSettings(_Section):
+    """The paper exchange (the default)."""
+
+    slippage_bps: Annotated[Decimal, Field(ge=0, le=1000)] = Decimal("2")
+    taker_fee: Annotated[Decimal, Field(ge=0, le=Decimal("0.01"))] = Decimal("0.0005")
+    starting_balance: Annotated[Decimal, Field(gt=0)] = Decimal("10000")
+    rules_file: str = "paper_symbols.json"
+    #: how old the mark price may be before an order is refused (ms)
+    max_price_age_ms: Annotated[int, Field(ge=0)] = 120_000
+
+
+class BinanceSettings(_Section):
+    """Binance USD-M futures through python-binance."""
+
+    api_key: SecretStr = SecretStr("")
+    api_secret: SecretStr = SecretStr("")
+    #: overrides the futures base URL (tests point it at the fake server)
+    base_url: str = ""
+    recv_window_ms: Annotated[int, Field(ge=1, le=60_000)] = 5_000
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 10.0
+    max_retries: Annotated[int, Field(ge=0, le=20)] = 5
+    backoff_initial_ms: Annotated[int, Field(ge=1)] = 200
+    backoff_max_ms: Annotated[int, Field(ge=1)] = 10_000
+    rules_ttl_s: Annotated[int, Field(ge=1)] = 3_600
+    listen_key_keepalive_s: Annotated[int, Field(ge=1)] = 1_800
+    poll_interval_s: Annotated[float, Field(gt=0)] = 5.0
+
+
+class Settings(BaseSettings):
+    """Every setting of the fleet. Build with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="QT_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    redis_url: RedisDsn = Field(
+        default=RedisDsn("redis://127.0.0.1:6379/0"),
+        validation_alias=AliasChoices("REDIS_URL", "redis_url"),
+    )
+    #: the Redis user and password of this service, when the server enforces ACLs (``qt redis-acl``)
+    redis_username: str = ""
+    redis_password: SecretStr = SecretStr("")
+    exchange: Literal["paper", "binance-testnet", "binance"] = "paper"
+    market_source: str = "synthetic"
+    symbols: Annotated[tuple[str, ...], NoDecode] = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
+    api_token: SecretStr = SecretStr("")
+    #: another settings file, applied over config/default.toml
+    config: str = ""
+    #: where default.toml, policy.toml and the paper exchange's rules live
+    config_dir: str = str(DEFAULT_CONFIG_DIR)
+    #: the ``-<n>`` of a consumer name when several instances of a service share a host
+    instance: str = ""
+    host: str = Field(default_factory=socket.gethostname)
+    policy_file: str = "policy.toml"
+
+    bus: BusSettings = BusSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+    paper: PaperSettings = PaperSettings()
+    binance: BinanceSettings = BinanceSettings()
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _split_symbols(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        if isinstance(value, (list, tuple)):
+            if not value or any(not isinstance(s, str) or not s or s != s.strip() for s in value):
+                raise ValueError("a comma-separated list of exchange symbols, none empty")
+            if len(set(value)) != len(value):
+                raise ValueError("a symbol is listed twice")
+        return value
+
+    @field_validator("market_source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        if value in ("synthetic", "binance") or (value.startswith("replay:") and len(value) > len("replay:")):
+            return value
+        raise ValueError("one of synthetic, replay:<file>, binance")
+
+    @model_validator(mode="after")
+    def _binance_needs_keys(self) -> Settings:
+        if self.exchange != "paper" and not (
+            self.binance.api_key.get_secret_value() and self.binance.api_secret.get_secret_value()
+        ):
+            raise ValueError(f"exchange={self.exchange} needs binance.api_key and binance.api_secret")
+        return self
+
+    @property
+    def config_path(self) -> Path:
+        return Path(self.config_dir)
+
+    def config_file(self, name: str) -> Path:
+        """A file of the config directory (absolute names pass through)."""
+        path = Path(name)
+        return path if path.is_absolute() else self.config_path / path
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_dir = Path(os.environ.get("QT_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            env_settings,
+            CredentialsSource(settings_cls),
+        ]
+        extra = os.environ.get("QT_CONFIG")
+        if extra:
+            path = Path(extra)
+            if not path.is_file():
+                raise ConfigurationError("QT_CONFIG", f"no such file: {extra}")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        default = config_dir / "default.toml"
+        if default.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=default))
+        return tuple(sources)
+
+
+#: secrets that may come from systemd credentials: file name -> setting path
+CREDENTIAL_FILES: dict[str, tuple[str, ...]] = {
+    "QT_BINANCE__API_KEY": ("binance", "api_key"),
+    "QT_BINANCE__API_SECRET": ("binance", "api_secret"),
+    "QT_API_TOKEN": ("api_token",),
+    "QT_REDIS_PASSWORD": ("redis_password",),
+}
+
+
+class CredentialsSource(PydanticBaseSettingsSource):
+    """Secrets from ``$CREDENTIALS_DIRECTORY/<name>`` (systemd ``LoadCredential=``)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            return {}
+        found: dict[str, Any] = {}
+        for name, path in CREDENTIAL_FILES.items():
+            file = Path(directory) / name
+            if not file.is_file():
+                continue
+            value = file.read_text(encoding="utf-8").strip()
+            target = found
+            for part in path[:-1]:
+                target = target.setdefault(part, {})
+            target[path[-1]] = value
+        return found
+
+
+def _describe(error: ValidationError) -> ConfigurationError:
+    first = error.errors()[0]
+    setting = ".".join(str(p) for p in first["loc"]) or "<settings>"
+    problem = first["msg"]
+    if first["type"] != "missing" and "input" in first and "secret" not in setting and "token" not in setting:
+        problem += f" (got {str(first['input'])[:60]!r})"
+    return ConfigurationError(setting, problem)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings; raise :class:`ConfigurationError` naming the bad setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        raise _describe(e) from None
+    except (OSError, ValueError) as e:  # unreadable or malformed toml
+        raise ConfigurationError("config", str(e)) from None
+
+
+def settings_or_exit(service: str, **overrides: Any) -> Settings:
+    """:func:`load_settings`, or one clear line on stderr and exit code 78 (EX_CONFIG)."""
+    try:
+        return load_settings(**overrides)
+    except ConfigurationError as e:
+        exit_config_error(service, e)
+
+
+def exit_config_error(service: str, error: ConfigurationError) -> NoReturn:
+    print(f"{service}: configuration error: {error.setting}: {error.problem}", file=sys.stderr, flush=True)
+    raise SystemExit(EX_CONFIG)

@@ -1,0 +1,192 @@
+"""Every Redis key name of the fleet, built in one place (DESIGN §4).
+
+No service spells a ``quantum:`` string; it calls one of these functions. Symbols pass through
+unchanged (``币安人生USDT`` included): Redis keys are binary-safe.
+"""
+
+from __future__ import annotations
+
+PREFIX = "quantum"
+STREAM_PREFIX = f"{PREFIX}:stream:"
+
+
+def stream(name: str) -> str:
+    """The key of stream ``name`` (``trade.intent`` -> ``quantum:stream:trade.intent``)."""
+    return f"{STREAM_PREFIX}{name}"
+
+
+def dlq_stream(name: str) -> str:
+    """The dead-letter stream of stream ``name``."""
+    return f"{STREAM_PREFIX}{name}.dlq"
+
+
+def stream_name(key: str) -> str:
+    """The registry name of a stream key (inverse of :func:`stream`)."""
+    if not key.startswith(STREAM_PREFIX):
+        raise ValueError(f"not a stream key: {key!r}")
+    return key[len(STREAM_PREFIX) :]
+
+
+# --- positions and the books -------------------------------------------------------------------
+
+
+def position(symbol: str) -> str:
+    """The one position hash of ``symbol``, written only by apply_layer."""
+    return f"{PREFIX}:position:{symbol}"
+
+
+def position_pattern() -> str:
+    """SCAN pattern that finds position hashes (filter with :func:`symbol_of_position_key`)."""
+    return f"{PREFIX}:position:*"
+
+
+def symbol_of_position_key(key: str) -> str | None:
+    """The symbol of a position hash key, or None for ledger/snapshot keys that share the prefix."""
+    head = f"{PREFIX}:position:"
+    if not key.startswith(head):
+        return None
+    rest = key[len(head) :]
+    if ":" in rest or not rest:
+        return None
+    return rest
+
+
+def position_ledger(symbol: str) -> str:
+    return f"{PREFIX}:position:ledger:{symbol}"
+
+
+def position_ledger_pattern() -> str:
+    return f"{PREFIX}:position:ledger:*"
+
+
+def ledger_account() -> str:
+    return f"{PREFIX}:ledger:account"
+
+
+def ledger_fill(fill_id: str) -> str:
+    """Marker that a fill was booked by harvest_brain (idempotency by ``fill_id``)."""
+    return f"{PREFIX}:ledger:fill:{fill_id}"
+
+
+def ledger_trade(symbol: str) -> str:
+    """harvest_brain's running record of the open trade of ``symbol`` (entry VWAP, fills, fees)."""
+    return f"{PREFIX}:ledger:trade:{symbol}"
+
+
+def position_snapshot(symbol: str) -> str:
+    return f"{PREFIX}:position:snapshot:{symbol}"
+
+
+def position_snapshot_pattern() -> str:
+    return f"{PREFIX}:position:snapshot:*"
+
+
+def exit_state(symbol: str) -> str:
+    return f"{PREFIX}:exit:state:{symbol}"
+
+
+# --- execution -------------------------------------------------------------------------------------
+
+
+def apply_plan(plan_id: str) -> str:
+    """The execution record of one plan (state SUBMITTING|DONE)."""
+    return f"{PREFIX}:apply:plan:{plan_id}"
+
+
+def apply_plan_pattern() -> str:
+    return f"{PREFIX}:apply:plan:*"
+
+
+def apply_blocked(symbol: str) -> str:
+    """Set by apply_layer's reconciliation: entries blocked for ``symbol`` until resolved."""
+    return f"{PREFIX}:apply:blocked:{symbol}"
+
+
+def apply_lease() -> str:
+    """The active apply_layer's lease (active/standby)."""
+    return f"{PREFIX}:apply:lease"
+
+
+def cooldown(symbol: str) -> str:
+    return f"{PREFIX}:cooldown:{symbol}"
+
+
+# --- policy and the kill switch -------------------------------------------------------------------
+
+
+def ess() -> str:
+    """The one kill switch: state ARMED|TRIPPED, reason, at, by."""
+    return f"{PREFIX}:ess"
+
+
+def policy_current() -> str:
+    return f"{PREFIX}:policy:current"
+
+
+# --- market ----------------------------------------------------------------------------------------
+
+
+def market_price(symbol: str) -> str:
+    return f"{PREFIX}:market:price:{symbol}"
+
+
+def marketstate(symbol: str) -> str:
+    return f"{PREFIX}:marketstate:{symbol}"
+
+
+def exchange_symbols() -> str:
+    """Hash symbol -> JSON trading rules (status, tick size, step size, min notional, max leverage)."""
+    return f"{PREFIX}:exchange:symbols"
+
+
+# --- the paper exchange's own book -----------------------------------------------------------------
+
+
+def paper_orders() -> str:
+    """Hash client order id -> JSON order (the paper exchange's order book, kept across restarts)."""
+    return f"{PREFIX}:paper:orders"
+
+
+def paper_order_ids() -> str:
+    """Hash exchange order id -> client order id."""
+    return f"{PREFIX}:paper:order_ids"
+
+
+def paper_conditional() -> str:
+    """Hash client algo id -> JSON conditional order still open."""
+    return f"{PREFIX}:paper:conditional"
+
+
+def paper_positions() -> str:
+    """Hash symbol -> JSON position held on the paper exchange."""
+    return f"{PREFIX}:paper:positions"
+
+
+def paper_account() -> str:
+    """Hash of the paper account: balance, fees paid, realized PnL."""
+    return f"{PREFIX}:paper:account"
+
+
+def paper_leverage() -> str:
+    """Hash symbol -> leverage set on the paper exchange."""
+    return f"{PREFIX}:paper:leverage"
+
+
+def paper_sequence() -> str:
+    """Counter for paper order ids."""
+    return f"{PREFIX}:paper:seq"
+
+
+# --- liveness --------------------------------------------------------------------------------------
+
+
+def heartbeat(service: str, instance: str) -> str:
+    return f"{PREFIX}:heartbeat:{service}:{instance}"
+
+
+def heartbeat_pattern() -> str:
+    return f"{PREFIX}:heartbeat:*"
+
+
+def all_keys_pattern() -> str:
+    return f"{PREFIX}:*"
