@@ -129,7 +129,7 @@ def _text(value: str | bytes) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-def decode(contract: type[M], fields: Mapping[str | bytes, str | bytes]) -> M:
+def decode(contract: type[M], fields: Mapping[Any, Any]) -> M:
     """Decode a stream entry into ``contract``; raise :class:`ContractError` naming the bad field."""
     name = contract.__name__
     try:
@@ -149,8 +149,6 @@ def decode(contract: type[M], fields: Mapping[str | bytes, str | bytes]) -> M:
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(part) for part in first["loc"]) or "<entry>"
-        if first["type"] == "missing":
-            problem = "missing"
-        else:
-            problem = f"{first['msg']} (got {str(first.get('input'))[:80]!r})"
+        got = "" if first["type"] == "missing" else f" (got {str(first.get('input'))[:80]!r})"
+        problem = "missing" if first["type"] == "missing" else first["msg"] + got
         raise ContractError(name, loc, problem) from e

@@ -1,0 +1,131 @@
+"""What a handler returns: the publications and key writes the runtime applies atomically.
+
+A handler never writes to Redis itself. It returns :class:`Effects`; the runtime queues them with the
+XACK of the entry in one MULTI/EXEC, so an entry's effects happen exactly once or not at all.
+Producers that consume nothing (marketdata, the CLI) use :func:`publish`, the same path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from common import streams
+from common.contracts.base import Message, encode
+
+
+@dataclass(frozen=True)
+class Publish:
+    """XADD ``message`` to the registered stream ``stream`` (MAXLEN ~ from the registry)."""
+
+    stream: str
+    message: Message
+
+
+@dataclass(frozen=True)
+class HashSet:
+    """HSET ``mapping`` on ``key``; ``replace`` deletes the hash first; ``ttl_ms`` sets an expiry."""
+
+    key: str
+    mapping: Mapping[str, str]
+    replace: bool = False
+    ttl_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class SetValue:
+    """SET ``key`` to ``value`` with an optional expiry."""
+
+    key: str
+    value: str
+    ttl_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Delete:
+    key: str
+
+
+Op = Publish | HashSet | SetValue | Delete
+
+
+@dataclass
+class Effects:
+    """The ordered writes of one handled entry (empty: just acknowledge)."""
+
+    ops: list[Op] = field(default_factory=list)
+
+    def publish(self, stream: str, message: Message) -> Effects:
+        self.ops.append(Publish(stream, message))
+        return self
+
+    def hset(self, key: str, mapping: Mapping[str, str], *, replace: bool = False,
+             ttl_ms: int | None = None) -> Effects:
+        self.ops.append(HashSet(key, dict(mapping), replace, ttl_ms))
+        return self
+
+    def set(self, key: str, value: str, *, ttl_ms: int | None = None) -> Effects:
+        self.ops.append(SetValue(key, value, ttl_ms))
+        return self
+
+    def delete(self, key: str) -> Effects:
+        self.ops.append(Delete(key))
+        return self
+
+    def extend(self, other: Effects) -> Effects:
+        self.ops.extend(other.ops)
+        return self
+
+    def published(self, stream: str) -> list[Message]:
+        """The messages queued for ``stream`` (for tests and logs)."""
+        return [op.message for op in self.ops if isinstance(op, Publish) and op.stream == stream]
+
+
+def queue_ops(pipe: Pipeline, ops: Iterable[Op], *, service: str | None = None) -> None:
+    """Queue ``ops`` on a transaction pipeline. A message that is not the stream's contract, or a
+    service that is not a registered producer of the stream, is a programming error (ValueError)."""
+    for op in ops:
+        if isinstance(op, Publish):
+            spec = streams.get(op.stream)
+            if not isinstance(op.message, spec.contract):
+                raise ValueError(f"{op.stream} takes {spec.contract.__name__}, not {type(op.message).__name__}")
+            if service is not None and service not in spec.producers:
+                raise ValueError(f"{service} is not a registered producer of {op.stream}")
+            fields: Any = encode(op.message)
+            pipe.xadd(spec.key, fields, maxlen=spec.maxlen, approximate=True)
+        elif isinstance(op, HashSet):
+            if op.replace:
+                pipe.delete(op.key)
+            if op.mapping:
+                mapping: Any = dict(op.mapping)
+                pipe.hset(op.key, mapping=mapping)
+            if op.ttl_ms is not None:
+                pipe.pexpire(op.key, op.ttl_ms)
+        elif isinstance(op, SetValue):
+            pipe.set(op.key, op.value, px=op.ttl_ms)
+        else:
+            pipe.delete(op.key)
+
+
+async def commit(
+    redis: Redis,
+    ops: Iterable[Op],
+    *,
+    service: str | None = None,
+    ack: tuple[str, str, str] | None = None,
+) -> None:
+    """Apply ``ops`` and (optionally) XACK ``(stream_key, group, entry_id)`` in one MULTI/EXEC."""
+    async with redis.pipeline(transaction=True) as pipe:
+        queue_ops(pipe, ops, service=service)
+        if ack is not None:
+            pipe.xack(*ack)
+        await pipe.execute()
+
+
+async def publish(redis: Redis, service: str, *messages: tuple[str, Message]) -> None:
+    """Publish ``(stream, message)`` pairs atomically, as ``service``."""
+    await commit(redis, [Publish(stream, message) for stream, message in messages], service=service)

@@ -1,0 +1,59 @@
+"""The one way to open Redis: an asyncio client from the settings, with timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from common.backoff import Backoff
+from common.config import Settings
+
+log = structlog.get_logger()
+
+#: what a Redis outage looks like to a caller: retry with backoff, never crash
+REDIS_DOWN: tuple[type[BaseException], ...] = (
+    RedisConnectionError, RedisTimeoutError, BusyLoadingError, ConnectionError, OSError, TimeoutError,
+)
+
+
+def redis_client(settings: Settings) -> Redis:
+    """A client for ``settings.redis_url`` (decoded responses, timeouts on every call)."""
+    password = settings.redis_password.get_secret_value() or None
+    return Redis.from_url(
+        str(settings.redis_url),
+        username=settings.redis_username or None,
+        password=password,
+        decode_responses=True,
+        socket_timeout=settings.bus.socket_timeout_s,
+        socket_connect_timeout=min(5.0, settings.bus.socket_timeout_s),
+        health_check_interval=30,
+    )
+
+
+async def wait_for_redis(redis: Redis, settings: Settings, stop: asyncio.Event | None = None) -> bool:
+    """PING until Redis answers (capped backoff with jitter); False when ``stop`` was set first."""
+    backoff = Backoff(settings.bus.reconnect_initial_ms / 1000, settings.bus.reconnect_max_ms / 1000)
+    attempt = 0
+    while stop is None or not stop.is_set():
+        try:
+            await redis.ping()
+            if attempt:
+                log.info("redis_available", attempts=attempt + 1)
+            return True
+        except REDIS_DOWN as e:
+            delay = backoff.delay_s(attempt)
+            attempt += 1
+            log.warning("redis_unavailable", error=str(e) or type(e).__name__, retry_in_s=round(delay, 3))
+            if stop is None:
+                await asyncio.sleep(delay)
+            else:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+    return False

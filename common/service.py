@@ -1,0 +1,231 @@
+"""The service runner: the one ``run(...)`` every ``services/<name>/__main__.py`` calls.
+
+It loads the settings (exit 78 when wrong), sets up JSON logging, waits for Redis, lets the service
+register its consumers and loops, creates the groups, tells systemd ``READY=1``, keeps a heartbeat key
+with a TTL, sends ``WATCHDOG=1`` only while every loop makes progress, serves ``/metrics``, and on
+SIGTERM finishes the batch in hand, says ``STOPPING=1`` and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import structlog
+from prometheus_client import start_http_server
+from redis.asyncio import Redis
+
+from common import keys, streams
+from common.bus.consumer import Consumer, Handler, LaneKey, consumer_name
+from common.config import ConfigurationError, Settings, exit_config_error, settings_or_exit
+from common.contracts.base import now_ms
+from common.logging import configure_logging
+from common.redis_client import REDIS_DOWN, redis_client, wait_for_redis
+from common.systemd import notify, watchdog_interval_s
+
+log = structlog.get_logger()
+
+Loop = Callable[["ServiceContext"], Coroutine[Any, Any, None]]
+Setup = Callable[["ServiceContext"], Awaitable[None]]
+
+
+class ServiceContext:
+    """What a service's setup receives: settings, Redis, the stop event, and registration of its
+    consumers and loops."""
+
+    def __init__(self, service: str, settings: Settings, redis: Redis, stop: asyncio.Event) -> None:
+        self.service = service
+        self.settings = settings
+        self.redis = redis
+        self.stop = stop
+        self.instance = f"{settings.host}-{settings.instance}" if settings.instance else settings.host
+        self.consumer_name = consumer_name(service, settings.host, settings.instance)
+        self.consumers: list[Consumer] = []
+        self.loops: dict[str, Loop] = {}
+        self.progress: dict[str, float] = {}
+        self.started_at = now_ms()
+        self.cleanups: list[Callable[[], Awaitable[None]]] = []
+
+    def consume(self, stream: str, handler: Handler, *, lane: LaneKey | None = None) -> Consumer:
+        """Consume the registered ``stream`` through this service's group."""
+        consumer = Consumer(self.redis, streams.get(stream), self.service, self.consumer_name, handler,
+                            self.settings.bus, service=self.service, lane=lane)
+        self.consumers.append(consumer)
+        return consumer
+
+    def loop(self, name: str, fn: Loop) -> None:
+        """A supervised long-running coroutine. It must call :meth:`beat` regularly (the watchdog
+        counts on it) and return once ``stop`` is set; an exception stops the service (exit 1)."""
+        self.loops[name] = fn
+        self.beat(name)
+
+    def beat(self, name: str) -> None:
+        self.progress[name] = time.monotonic()
+
+    def on_close(self, fn: Callable[[], Awaitable[None]]) -> None:
+        self.cleanups.append(fn)
+
+    def healthy_since(self, horizon_s: float) -> bool:
+        """True when every consumer and loop made progress within ``horizon_s``."""
+        now = time.monotonic()
+        marks = [c.last_progress for c in self.consumers] + list(self.progress.values())
+        return all(now - mark <= horizon_s for mark in marks)
+
+
+def run(service: str, setup: Setup) -> None:
+    """Run ``service``; never returns (exit code 0 after SIGTERM, 78 on bad config, 1 on failure)."""
+    settings = settings_or_exit(service)
+    configure_logging(service, level=os.environ.get("QT_LOG_LEVEL", "INFO"))
+    try:
+        code = asyncio.run(_main(service, settings, setup))
+    except ConfigurationError as e:
+        exit_config_error(service, e)
+    sys.exit(code)
+
+
+async def _main(service: str, settings: Settings, setup: Setup) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    redis = redis_client(settings)
+    log.info("service_starting", pid=os.getpid(), redis=_safe_url(settings), exchange=settings.exchange)
+    try:
+        if not await wait_for_redis(redis, settings, stop):
+            return 0
+        ctx = ServiceContext(service, settings, redis, stop)
+        await setup(ctx)
+        for consumer in ctx.consumers:
+            await _until_redis(consumer.setup, settings, stop)
+        _start_metrics(service, settings)
+        notify("READY=1")
+        log.info("service_ready", consumer=ctx.consumer_name,
+                 consumes=[c.spec.name for c in ctx.consumers], loops=sorted(ctx.loops))
+        return await _supervise(ctx)
+    finally:
+        await redis.aclose()
+
+
+async def _until_redis(fn: Callable[[], Awaitable[Any]], settings: Settings, stop: asyncio.Event) -> None:
+    while True:
+        try:
+            await fn()
+            return
+        except REDIS_DOWN:
+            await asyncio.sleep(settings.bus.reconnect_initial_ms / 1000)
+            if stop.is_set():
+                return
+
+
+async def _supervise(ctx: ServiceContext) -> int:
+    work: dict[asyncio.Task[Any], str] = {}
+    for consumer in ctx.consumers:
+        work[asyncio.create_task(consumer.run(ctx.stop), name=f"consume:{consumer.spec.name}")] = consumer.spec.name
+    for name, fn in ctx.loops.items():
+        work[asyncio.create_task(fn(ctx), name=f"loop:{name}")] = name
+    helpers = [
+        asyncio.create_task(_heartbeat(ctx), name="heartbeat"),
+        asyncio.create_task(_watchdog(ctx), name="watchdog"),
+        asyncio.create_task(_measure(ctx), name="lag"),
+    ]
+    stopper = asyncio.create_task(ctx.stop.wait(), name="stop")
+    code = 0
+    done, _ = await asyncio.wait({stopper, *work}, return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        if task is stopper:
+            continue
+        exc = task.exception()
+        if exc is not None:
+            log.critical("task_failed", task=work[task], error=repr(exc), exc_info=exc)
+        else:
+            log.critical("task_ended", task=work[task])
+        code = 1
+    ctx.stop.set()
+    notify("STOPPING=1")
+    log.info("service_stopping", reason="failure" if code else "signal")
+    pending = [t for t in work if not t.done()]
+    if pending:
+        _, late = await asyncio.wait(pending, timeout=ctx.settings.runtime.stop_timeout_s)
+        for task in late:
+            log.error("task_did_not_stop", task=work[task])
+            task.cancel()
+        for task in pending:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("task_failed_while_stopping", task=work[task], error=repr(task.exception()))
+                code = code or 1
+    for task in helpers:
+        task.cancel()
+    await asyncio.gather(*helpers, return_exceptions=True)
+    for cleanup in ctx.cleanups:
+        try:
+            await asyncio.wait_for(cleanup(), timeout=5)
+        except Exception as e:
+            log.warning("cleanup_failed", error=repr(e))
+    try:
+        await asyncio.wait_for(ctx.redis.delete(keys.heartbeat(ctx.service, ctx.instance)), timeout=2)
+    except REDIS_DOWN:  # TimeoutError is among them
+        pass
+    log.info("service_stopped", exit_code=code)
+    return code
+
+
+async def _heartbeat(ctx: ServiceContext) -> None:
+    """``quantum:heartbeat:{service}:{instance}`` with a TTL, refreshed while the service lives."""
+    runtime = ctx.settings.runtime
+    key = keys.heartbeat(ctx.service, ctx.instance)
+    while True:
+        value = json.dumps({"pid": os.getpid(), "started_at": ctx.started_at, "ts": now_ms(),
+                            "consumer": ctx.consumer_name, "healthy": ctx.healthy_since(60.0)})
+        try:
+            await ctx.redis.set(key, value, px=runtime.heartbeat_ttl_s * 1000)
+        except REDIS_DOWN:
+            pass
+        await asyncio.sleep(runtime.heartbeat_interval_s)
+
+
+async def _watchdog(ctx: ServiceContext) -> None:
+    """WATCHDOG=1 at half the unit's WatchdogSec, only while every loop makes progress."""
+    interval = watchdog_interval_s()
+    if interval is None:
+        return
+    while True:
+        # a blocking read lasts block_ms; a loop silent for twice the watchdog period is hung
+        if ctx.healthy_since(max(interval * 4, ctx.settings.bus.block_ms / 1000 * 3)):
+            notify("WATCHDOG=1")
+        else:
+            log.error("watchdog_withheld", reason="a loop made no progress")
+        await asyncio.sleep(interval)
+
+
+async def _measure(ctx: ServiceContext) -> None:
+    """Consumer lag and pending, for /metrics."""
+    while True:
+        for consumer in ctx.consumers:
+            try:
+                await consumer.measure()
+            except REDIS_DOWN:
+                pass
+            except Exception as e:
+                log.debug("measure_failed", stream=consumer.spec.name, error=repr(e))
+        await asyncio.sleep(ctx.settings.bus.lag_interval_s)
+
+
+def _start_metrics(service: str, settings: Settings) -> None:
+    port = settings.runtime.metrics_ports.get(service, 0)
+    if port:
+        try:
+            start_http_server(port, addr=settings.runtime.metrics_host)
+            log.info("metrics_serving", host=settings.runtime.metrics_host, port=port)
+        except OSError as e:
+            log.error("metrics_port_unavailable", port=port, error=str(e))
+
+
+def _safe_url(settings: Settings) -> str:
+    url = settings.redis_url
+    return f"{url.scheme}://{url.host}:{url.port}{url.path or ''}"

@@ -1,0 +1,59 @@
+"""A real service process for the bus tests, run through the real service runner.
+
+``python -m tests.integration.bus_worker hop1`` consumes trade.intent as intent_bridge and publishes one
+apply.plan per intent; ``hop2`` consumes apply.plan as apply_layer and publishes one apply.result per
+plan. ``QT_TEST_DELAY_MS`` slows each entry down (to catch a batch in hand).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from decimal import Decimal
+
+from common.bus import Delivery, Effects
+from common.contracts import ApplyPlan, ApplyResult, TradeIntent
+from common.service import ServiceContext, run
+from common.streams import Service, Stream
+from tests.helpers import entry_plan
+
+DELAY_S = int(os.environ.get("QT_TEST_DELAY_MS", "0")) / 1000
+
+
+async def hop1(delivery: Delivery) -> Effects:
+    assert isinstance(delivery.message, TradeIntent)
+    if DELAY_S:
+        await asyncio.sleep(DELAY_S)
+    return Effects().publish(Stream.APPLY_PLAN, entry_plan(delivery.message))
+
+
+async def hop2(delivery: Delivery) -> Effects:
+    plan = delivery.message
+    assert isinstance(plan, ApplyPlan)
+    if DELAY_S:
+        await asyncio.sleep(DELAY_S)
+    result = ApplyResult(source=Service.APPLY_LAYER, trace_id=plan.trace_id, plan_id=plan.plan_id,
+                         symbol=plan.symbol, action=plan.action, decision="EXECUTE", executed=True,
+                         filled_qty=plan.qty or Decimal(0))
+    return Effects().publish(Stream.APPLY_RESULT, result)
+
+
+def main() -> None:
+    hop = sys.argv[1]
+    if hop == "hop1":
+
+        async def setup1(ctx: ServiceContext) -> None:
+            ctx.consume(Stream.TRADE_INTENT, hop1)
+
+        run(Service.INTENT_BRIDGE, setup1)
+    else:
+
+        async def setup2(ctx: ServiceContext) -> None:
+            ctx.consume(Stream.APPLY_PLAN, hop2)
+
+        run(Service.APPLY_LAYER, setup2)
+
+
+if __name__ == "__main__":
+    main()
