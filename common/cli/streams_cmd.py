@@ -1,0 +1,115 @@
+"""``qt streams``: the streams and groups of the registry as they are in Redis."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+from redis.asyncio import Redis
+from rich.table import Table
+
+from common import keys, streams
+from common.bus.consumer import ensure_group
+from common.bus.inspect import StreamInfo, parse_id, stream_info
+from common.cli.context import console, with_redis
+from common.config import Settings
+from common.contracts.base import now_ms
+
+app = typer.Typer(help="Streams and consumer groups.", invoke_without_command=True, no_args_is_help=False)
+
+
+async def init_groups(redis: Redis) -> list[tuple[str, str]]:
+    """Create every registered group at id 0 (MKSTREAM); the (stream, group) pairs created."""
+    created = []
+    for spec in streams.grouped_streams():
+        for group in spec.groups:
+            if await ensure_group(redis, spec.key, group):
+                created.append((spec.name, group))
+    return created
+
+
+async def discovered_stream_keys(redis: Redis) -> list[str]:
+    """Every stream key under ``quantum:stream:`` in Redis (registered or not)."""
+    found = [k async for k in redis.scan_iter(match=keys.stream("*"), count=500, _type="stream")]
+    return sorted(found)
+
+
+async def collect(redis: Redis) -> list[tuple[str, bool, StreamInfo | None]]:
+    """(name, registered, info) for every registered stream and every unregistered one found."""
+    rows: list[tuple[str, bool, StreamInfo | None]] = []
+    for spec in streams.all_streams():
+        rows.append((spec.name, True, await stream_info(redis, spec.key)))
+    for key in await discovered_stream_keys(redis):
+        if streams.by_key(key) is None:
+            rows.append((keys.stream_name(key), False, await stream_info(redis, key)))
+    return rows
+
+
+def _age(last_id: str | None, now: int) -> str:
+    if not last_id:
+        return "-"
+    seconds = max(0, now - parse_id(last_id)[0]) / 1000
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.0f}h"
+    return f"{seconds / 86400:.0f}d"
+
+
+def render(rows: list[tuple[str, bool, StreamInfo | None]]) -> Table:
+    now = now_ms()
+    table = Table(title="quantum:stream:*", title_justify="left")
+    for column in ("stream", "length", "added", "groups", "consumers", "pending", "lag", "last entry"):
+        table.add_column(column, justify="left" if column in ("stream", "groups") else "right")
+    for name, registered, info in rows:
+        label = name if registered else f"[yellow]{name} (not registered)[/yellow]"
+        if info is None:
+            table.add_row(label, "-", "-", "-", "-", "-", "-", "-")
+            continue
+        groups = ", ".join(g.name for g in info.groups) or "-"
+        table.add_row(
+            label,
+            str(info.length),
+            "-" if info.entries_added is None else str(info.entries_added),
+            groups,
+            str(sum(g.consumers for g in info.groups)) if info.groups else "-",
+            str(sum(g.pending for g in info.groups)) if info.groups else "-",
+            str(max((g.lag or 0) for g in info.groups)) if info.groups else "-",
+            _age(info.last_id, now),
+        )
+    return table
+
+
+@app.callback()
+def show(
+    ctx: typer.Context,
+    watch: float = typer.Option(0.0, "--watch", help="Print the table again every N seconds."),
+) -> None:
+    """A table of every stream: length, entries added, groups, consumers, pending, lag, age of the last entry."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    async def once(redis: Redis, _: Settings) -> None:
+        console.print(render(await collect(redis)))
+
+    while True:
+        with_redis(once)
+        if not watch:
+            return
+        time.sleep(watch)
+
+
+@app.command("init")
+def init() -> None:
+    """Create every registered consumer group at id 0 (MKSTREAM). Safe to run again."""
+
+    async def go(redis: Redis, _: Settings) -> list[tuple[str, str]]:
+        return await init_groups(redis)
+
+    created = with_redis(go)
+    for stream, group in created:
+        console.print(f"created group {group} on {keys.stream(stream)} at 0")
+    total = sum(len(s.groups) for s in streams.grouped_streams())
+    console.print(f"{total} groups registered, {len(created)} created, {total - len(created)} existed")

@@ -1,0 +1,53 @@
+"""The service runner as systemd sees it: READY=1 once groups exist, WATCHDOG=1 from the loop,
+STOPPING=1 on SIGTERM, and a heartbeat key with a TTL."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import redis
+
+from common import keys
+from common.streams import Service, Stream
+from tests.integration.processes import Proc
+
+
+def test_notify_protocol_and_heartbeat(redis_url: str, tmp_path: Path) -> None:
+    """A service under a notify socket says READY=1 after creating its group, WATCHDOG=1 repeatedly,
+    keeps quantum:heartbeat:<service>:<host> alive with a TTL, and says STOPPING=1 on SIGTERM."""
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(20)
+    proc = Proc(["-m", "tests.integration.bus_worker", "hop1"],
+                {"REDIS_URL": redis_url, "NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000",
+                 "QT_RUNTIME__HEARTBEAT_INTERVAL_S": "0.2", "QT_BUS__BLOCK_MS": "100"},
+                tmp_path / "worker.log").start()
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        assert sock.recv(64) == b"READY=1"
+        groups = client.xinfo_groups(keys.stream(Stream.TRADE_INTENT))
+        assert [g["name"] for g in groups] == [Service.INTENT_BRIDGE]
+        watchdogs = 0
+        while watchdogs < 3:
+            assert sock.recv(64) == b"WATCHDOG=1"
+            watchdogs += 1
+        [key] = client.keys(keys.heartbeat(Service.INTENT_BRIDGE, "*"))
+        beat = json.loads(client.get(key) or "{}")
+        assert beat["pid"] == proc.popen.pid if proc.popen else False
+        assert 0 < client.pttl(key) <= 20_000
+        assert beat["consumer"] == f"{Service.INTENT_BRIDGE}@{socket.gethostname()}"
+        proc.popen.send_signal(15) if proc.popen else None
+        messages = []
+        deadline = time.monotonic() + 20
+        while b"STOPPING=1" not in messages and time.monotonic() < deadline:
+            messages.append(sock.recv(64))
+        assert b"STOPPING=1" in messages
+        assert proc.popen is not None and proc.popen.wait(20) == 0
+        assert client.exists(key) == 0
+    finally:
+        proc.kill()
+        sock.close()
