@@ -143,38 +143,47 @@ def exchange_symbols() -> str:
 
 
 def paper_orders() -> str:
-    """Hash client order id -> JSON order (the paper exchange's order book, kept across restarts)."""
+    """Hash client order id -> JSON order with its fills (the paper exchange's orders, kept across
+    restarts; also the duplicate check of client order ids)."""
     return f"{PREFIX}:paper:orders"
 
 
-def paper_order_ids() -> str:
-    """Hash exchange order id -> client order id."""
-    return f"{PREFIX}:paper:order_ids"
+def paper_conditionals() -> str:
+    """Hash client algo id -> JSON conditional order in any status (NEW, FINISHED, CANCELED, EXPIRED),
+    with the fill of a triggered one."""
+    return f"{PREFIX}:paper:conditionals"
 
 
-def paper_conditional() -> str:
-    """Hash client algo id -> JSON conditional order still open."""
-    return f"{PREFIX}:paper:conditional"
+def paper_open_conditionals() -> str:
+    """Hash client algo id -> symbol, of the conditional orders still open (what the trigger loop
+    watches)."""
+    return f"{PREFIX}:paper:conditionals:open"
 
 
 def paper_positions() -> str:
-    """Hash symbol -> JSON position held on the paper exchange."""
+    """Hash symbol -> JSON position held on the paper exchange (signed qty, entry VWAP, leverage,
+    realized PnL); a closed position is deleted."""
     return f"{PREFIX}:paper:positions"
 
 
 def paper_account() -> str:
-    """Hash of the paper account: balance, fees paid, realized PnL."""
+    """Hash of the paper account: wallet_balance, fees, realized_pnl, updated_at."""
     return f"{PREFIX}:paper:account"
 
 
 def paper_leverage() -> str:
-    """Hash symbol -> leverage set on the paper exchange."""
+    """Hash symbol -> leverage set on the paper exchange (absent: the default)."""
     return f"{PREFIX}:paper:leverage"
 
 
 def paper_sequence() -> str:
-    """Counter for paper order ids."""
+    """Counter behind paper order, algo and fill ids."""
     return f"{PREFIX}:paper:seq"
+
+
+def paper_fills(symbol: str) -> str:
+    """Sorted set of the symbol's fills (JSON, scored by fill time in ms), trimmed to the newest N."""
+    return f"{PREFIX}:paper:fills:{symbol}"
 
 
 # --- liveness --------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis
@@ -57,3 +58,9 @@ async def wait_for_redis(redis: Redis, settings: Settings, stop: asyncio.Event |
                 except TimeoutError:
                     pass
     return False
+
+
+async def hgetall(redis: Redis, key: str) -> dict[str, str]:
+    """HGETALL with the decoded types this fleet's clients return (redis-py's stubs are wider)."""
+    fields: Any = await redis.hgetall(key)
+    return {str(k): str(v) for k, v in fields.items()}

@@ -1,0 +1,252 @@
+"""The paper exchange's arithmetic: rule checks, fill prices, positions, margin and liquidation.
+
+Pure functions over values (no Redis), so each can be checked directly. Error codes and messages are
+Binance USD-M's (``/fapi`` error-code list), so apply_layer meets the same rejections on paper as live.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from common.contracts.base import plain_decimal
+from common.contracts.enums import Side
+from common.exchange.base import CLIENT_ID_RE, ConditionalKind
+from common.exchange.errors import OrderRejected
+from common.exchange.rules import SymbolRules
+
+#: money and average prices are kept to 8 decimals, as Binance reports commissions and entry prices
+MONEY_PLACES = Decimal("0.00000001")
+BPS = Decimal(10_000)
+#: maintenance margin rate of the liquidation formula (Binance's lowest bracket for the majors)
+MAINTENANCE_MARGIN_RATE = Decimal("0.004")
+DEFAULT_LEVERAGE = 20
+ZERO = Decimal(0)
+
+
+# --- Binance's rejections ------------------------------------------------------------------------
+
+
+def invalid_symbol() -> OrderRejected:
+    return OrderRejected(-1121, "Invalid symbol.")
+
+
+def precision_over_maximum() -> OrderRejected:
+    return OrderRejected(-1111, "Precision is over the maximum defined for this asset.")
+
+
+def invalid_leverage(leverage: int) -> OrderRejected:
+    return OrderRejected(-4028, f"Leverage {leverage} is not valid")
+
+
+def margin_insufficient() -> OrderRejected:
+    return OrderRejected(-2019, "Margin is insufficient.")
+
+
+def reduce_only_rejected() -> OrderRejected:
+    return OrderRejected(-2022, "ReduceOnly Order is rejected.")
+
+
+def would_immediately_trigger() -> OrderRejected:
+    return OrderRejected(-2021, "Order would immediately trigger.")
+
+
+def tradable_rules(rules: dict[str, SymbolRules], symbol: str) -> SymbolRules:
+    """The rules of a symbol that is listed and TRADING; -1121 otherwise (as Binance answers)."""
+    found = rules.get(symbol)
+    if found is None or not found.tradable:
+        raise invalid_symbol()
+    return found
+
+
+def check_client_id(client_id: str) -> None:
+    """-4015 for an id Binance would refuse (more than 36 chars or outside ``[A-Za-z0-9._-]``)."""
+    if not CLIENT_ID_RE.match(client_id):
+        raise OrderRejected(-4015, "Client order id is not valid.")
+
+
+def check_quantity(rules: SymbolRules, qty: Decimal) -> None:
+    """A market quantity against LOT_SIZE / MARKET_LOT_SIZE, in Binance's order of checks."""
+    if not qty.is_finite() or qty <= 0:
+        raise OrderRejected(-4003, "Quantity less than or equal to zero.")
+    if qty % rules.step_size != 0:
+        raise precision_over_maximum()
+    if qty < rules.min_qty:
+        raise OrderRejected(-4004, "Quantity less than min quantity.")
+    if qty > rules.market_max_qty:
+        raise OrderRejected(-4005, "Quantity greater than max quantity.")
+
+
+def check_min_notional(rules: SymbolRules, qty: Decimal, price: Decimal) -> None:
+    """-4164 when ``qty × price`` is below MIN_NOTIONAL (the caller skips reduce-only orders)."""
+    if qty * price < rules.min_notional:
+        raise OrderRejected(
+            -4164,
+            f"Order's notional must be no smaller than {plain_decimal(rules.min_notional)} "
+            "(unless you choose reduce only).",
+        )
+
+
+def check_trigger_price(rules: SymbolRules, trigger_price: Decimal) -> None:
+    if not trigger_price.is_finite() or trigger_price <= 0:
+        raise OrderRejected(-4006, "Stop price less than zero.")
+    if trigger_price % rules.tick_size != 0:
+        raise precision_over_maximum()
+
+
+def default_leverage(rules: SymbolRules) -> int:
+    return min(DEFAULT_LEVERAGE, rules.max_leverage)
+
+
+def check_leverage(rules: SymbolRules, leverage: int) -> None:
+    if leverage < 1 or leverage > rules.max_leverage:
+        raise invalid_leverage(leverage)
+
+
+# --- prices and fees -----------------------------------------------------------------------------
+
+
+def fill_price(rules: SymbolRules, mark: Decimal, side: Side, slippage_bps: Decimal) -> Decimal:
+    """The mark worsened by the slippage (a BUY pays more, a SELL gets less), to the nearest tick."""
+    factor = 1 + slippage_bps / BPS if side is Side.BUY else 1 - slippage_bps / BPS
+    return rules.round_price(mark * factor)
+
+
+def fee_of(qty: Decimal, price: Decimal, rate: Decimal) -> Decimal:
+    """The taker commission in USDT, to 8 decimals."""
+    return money(qty * price * rate)
+
+
+def money(value: Decimal) -> Decimal:
+    return value.quantize(MONEY_PLACES, rounding=ROUND_HALF_EVEN)
+
+
+def triggers(kind: ConditionalKind, side: Side, trigger_price: Decimal, mark: Decimal) -> bool:
+    """Whether a conditional fires at ``mark`` (equality fires, as on Binance).
+
+    A SELL stop (protecting a long) fires when the mark falls to the trigger, a BUY stop (a short)
+    when it rises to it; a take-profit the other way round."""
+    falling = (kind is ConditionalKind.STOP_MARKET) == (side is Side.SELL)
+    return mark <= trigger_price if falling else mark >= trigger_price
+
+
+# --- positions -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaperPosition:
+    """One symbol's position on the paper exchange (one-way mode: ``qty`` signed, + long)."""
+
+    symbol: str
+    qty: Decimal
+    entry_price: Decimal
+    leverage: int
+    #: PnL realized by partial closes of this position so far
+    realized_pnl: Decimal
+    opened_ms: int
+    updated_ms: int
+
+    @property
+    def close_side(self) -> Side:
+        return Side.SELL if self.qty > 0 else Side.BUY
+
+    @property
+    def initial_margin(self) -> Decimal:
+        return abs(self.qty) * self.entry_price / self.leverage
+
+    def unrealized_pnl(self, mark: Decimal) -> Decimal:
+        return money((mark - self.entry_price) * self.qty)
+
+    def liquidation_price(self, rules: SymbolRules | None) -> Decimal:
+        """Isolated-margin liquidation price, maintenance margin rate ``m`` = 0.4 %, no maintenance
+        amount, the posted margin being the initial margin ``|q|·E/L``:
+
+        - long:  ``LP = E · (1 − 1/L) / (1 − m)``
+        - short: ``LP = E · (1 + 1/L) / (1 + m)``
+
+        (Binance's ``LP = (WB − Σ sign·q·E) / (|q|·m − sign·q)`` with ``WB = |q|·E/L``.) Rounded to
+        the tick (to 8 decimals without rules); a 1× long gives 0, which is never reached."""
+        inverse = Decimal(1) / self.leverage
+        if self.qty > 0:
+            raw = self.entry_price * (1 - inverse) / (1 - MAINTENANCE_MARGIN_RATE)
+        else:
+            raw = self.entry_price * (1 + inverse) / (1 + MAINTENANCE_MARGIN_RATE)
+        return money(raw) if rules is None else rules.round_price(raw)
+
+    def liquidated_at(self, rules: SymbolRules, mark: Decimal) -> bool:
+        price = self.liquidation_price(rules)
+        if self.qty > 0:
+            return price > 0 and mark <= price
+        return mark >= price
+
+
+@dataclass(frozen=True)
+class Trade:
+    """What one fill does to a position."""
+
+    position: PaperPosition | None
+    realized_pnl: Decimal
+    #: the part of the fill that opens or adds to exposure (needs margin)
+    opening_qty: Decimal
+    #: the part that closes existing exposure
+    closing_qty: Decimal
+
+
+def signed(side: Side, qty: Decimal) -> Decimal:
+    return qty if side is Side.BUY else -qty
+
+
+def apply_fill(
+    position: PaperPosition | None,
+    symbol: str,
+    side: Side,
+    qty: Decimal,
+    price: Decimal,
+    leverage: int,
+    ts_ms: int,
+) -> Trade:
+    """The position after a fill: an average entry when adding, realized PnL against the average
+    entry when reducing, a fresh entry at the fill price when the fill flips the side."""
+    delta = signed(side, qty)
+    old = position.qty if position is not None else ZERO
+    new = old + delta
+    if position is None or old == 0:
+        opened = PaperPosition(symbol, new, price, leverage, ZERO, ts_ms, ts_ms)
+        return Trade(opened, ZERO, qty, ZERO)
+    if (old > 0) == (delta > 0):
+        entry = money((abs(old) * position.entry_price + qty * price) / abs(new))
+        added = replace(position, qty=new, entry_price=entry, leverage=leverage, updated_ms=ts_ms)
+        return Trade(added, ZERO, qty, ZERO)
+    closing = min(qty, abs(old))
+    realized = money((price - position.entry_price) * closing * (1 if old > 0 else -1))
+    if new == 0:
+        return Trade(None, realized, ZERO, closing)
+    if (new > 0) == (old > 0):
+        reduced = replace(position, qty=new, realized_pnl=position.realized_pnl + realized, updated_ms=ts_ms)
+        return Trade(reduced, realized, ZERO, closing)
+    flipped = PaperPosition(symbol, new, price, leverage, ZERO, ts_ms, ts_ms)
+    return Trade(flipped, realized, qty - closing, closing)
+
+
+@dataclass(frozen=True)
+class PaperAccount:
+    """The USDT wallet: balance after realized PnL and fees, and their running totals."""
+
+    wallet_balance: Decimal
+    fees: Decimal
+    realized_pnl: Decimal
+
+    def after(self, realized: Decimal, fee: Decimal) -> PaperAccount:
+        return PaperAccount(self.wallet_balance + realized - fee, self.fees + fee, self.realized_pnl + realized)
+
+
+def available_balance(
+    account: PaperAccount, positions: list[PaperPosition], marks: dict[str, Decimal]
+) -> tuple[Decimal, Decimal]:
+    """``(available, unrealized)``: available = wallet − initial margin of open positions + uPnL.
+    A position without a mark counts at its entry (no uPnL)."""
+    unrealized = sum(
+        (p.unrealized_pnl(marks.get(p.symbol, p.entry_price)) for p in positions), ZERO
+    )
+    margin = sum((p.initial_margin for p in positions), ZERO)
+    return money(account.wallet_balance - margin + unrealized), unrealized

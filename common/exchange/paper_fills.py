@@ -1,0 +1,224 @@
+"""The bodies of the paper exchange's fill transactions: a market order, a triggered conditional,
+a liquidation.
+
+Each runs inside :meth:`PaperStore.transact`: it reads under WATCH, decides (raising a Binance
+rejection when it must), then queues every write of the fill at once — order or conditional record,
+position, account, fill log, and the expiry of the conditionals of a position that is gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from decimal import Decimal
+from functools import partial
+
+import structlog
+from redis.asyncio.client import Pipeline
+
+from common.config import PaperSettings
+from common.contracts.enums import FillKind, Side
+from common.exchange.base import ConditionalStatus, ExchangeEvent, Fill, OrderResult, OrderStatus
+from common.exchange.errors import DuplicateClientOrderId, TemporaryError
+from common.exchange.paper_book import (
+    ZERO,
+    PaperAccount,
+    PaperPosition,
+    apply_fill,
+    available_balance,
+    check_min_notional,
+    default_leverage,
+    fee_of,
+    fill_price,
+    margin_insufficient,
+    reduce_only_rejected,
+    triggers,
+)
+from common.exchange.paper_codec import ConditionalRecord
+from common.exchange.paper_store import OnCommit, PaperStore
+from common.exchange.rules import SymbolRules
+
+FEE_ASSET = "USDT"
+log = structlog.get_logger()
+
+
+class FillBooker:
+    """Turns a decision to fill into the queued writes of one transaction."""
+
+    def __init__(self, store: PaperStore, settings: PaperSettings, clock: Callable[[], int]) -> None:
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+
+    async def market(
+        self,
+        pipe: Pipeline,
+        on_commit: OnCommit,
+        rules: SymbolRules,
+        side: Side,
+        qty: Decimal,
+        client_order_id: str,
+        reduce_only: bool,
+        mark: Decimal | None,
+    ) -> OrderResult:
+        """A market order. Checks that depend on the book, in order: the duplicate first (a resent
+        order must be recognised whatever the market did since), then the mark, reduce-only,
+        notional and margin."""
+        symbol = rules.symbol
+        if await self._store.order_exists(pipe, client_order_id):
+            raise DuplicateClientOrderId(-4116, "ClientOrderId is duplicated.")
+        if mark is None:
+            raise TemporaryError(f"paper: no fresh mark price for {symbol}")
+        position = await self._store.position(pipe, symbol)
+        fill_qty = qty
+        if reduce_only:
+            if position is None or position.close_side is not side:
+                raise reduce_only_rejected()
+            fill_qty = min(qty, abs(position.qty))
+        else:
+            check_min_notional(rules, qty, mark)
+        price = fill_price(rules, mark, side, self._settings.slippage_bps)
+        fee = fee_of(fill_qty, price, self._settings.taker_fee)
+        leverage = await self._store.leverage(pipe, symbol) or default_leverage(rules)
+        ts = self._clock()
+        trade = apply_fill(position, symbol, side, fill_qty, price, leverage, ts)
+        account = await self._store.account(pipe)
+        if trade.opening_qty > 0:
+            held = await self._store.positions(pipe)
+            available, _ = available_balance(account, list(held.values()), await self._store.marks(list(held)))
+            # a flip first closes the old position: its margin and PnL are back before the new one opens
+            released = position.initial_margin + trade.realized_pnl if trade.closing_qty and position else ZERO
+            if trade.opening_qty * price / leverage + fee > available + released:
+                raise margin_insufficient()
+        fill = await self._fill(pipe, client_order_id, symbol, side, fill_qty, price, fee, reduce_only,
+                                trade.realized_pnl, ts)
+        order = OrderResult(
+            symbol, client_order_id, fill.order_id, side, OrderStatus.FILLED, qty, fill_qty, price,
+            reduce_only, ts, (fill,),
+        )
+        kind = FillKind.EXIT if reduce_only else FillKind.ENTRY
+        leftovers = await self._store.open_conditionals(pipe, symbol) if trade.position is None else []
+        self._store.begin(pipe)
+        self._store.put_order(pipe, order, kind)
+        self._book(pipe, on_commit, fill, kind, trade.position, account.after(trade.realized_pnl, fee), leftovers)
+        return order
+
+    async def conditional(
+        self, pipe: Pipeline, on_commit: OnCommit, rules: SymbolRules, client_algo_id: str, mark: Decimal
+    ) -> ExchangeEvent | None:
+        """Fill a triggered conditional against the position, atomically with marking it FINISHED;
+        with no position on its side it expires unfilled. None when nothing filled."""
+        symbol = rules.symbol
+        record = await self._store.conditional(pipe, client_algo_id)
+        if record is None or record.order.status is not ConditionalStatus.NEW:
+            return None
+        o = record.order
+        if not triggers(o.kind, o.side, o.trigger_price, mark):
+            return None
+        ts = self._clock()
+        position = await self._store.position(pipe, symbol)
+        if position is None or position.close_side is not o.side:
+            self._store.begin(pipe)
+            self._expire(pipe, on_commit, record, ts)
+            return None
+        qty = abs(position.qty)
+        if not o.close_position and o.quantity is not None:
+            qty = min(o.quantity, qty)
+        price = fill_price(rules, mark, o.side, self._settings.slippage_bps)
+        fee = fee_of(qty, price, self._settings.taker_fee)
+        trade = apply_fill(position, symbol, o.side, qty, price, position.leverage, ts)
+        account = await self._store.account(pipe)
+        fill = await self._fill(pipe, client_algo_id, symbol, o.side, qty, price, fee, True, trade.realized_pnl, ts)
+        leftovers = [] if trade.position is not None else [
+            r for r in await self._store.open_conditionals(pipe, symbol) if r.order.client_algo_id != client_algo_id
+        ]
+        finished = replace(o, status=ConditionalStatus.FINISHED)
+        self._store.begin(pipe)
+        self._store.put_conditional(
+            pipe, replace(record, order=finished, updated_ms=ts, order_id=fill.order_id, fill=fill), open_=False
+        )
+        account = account.after(trade.realized_pnl, fee)
+        self._book(pipe, on_commit, fill, o.kind.fill_kind, trade.position, account, leftovers)
+        return ExchangeEvent(kind=o.kind.fill_kind, fill=fill, origin_id=client_algo_id)
+
+    async def liquidation(
+        self, pipe: Pipeline, on_commit: OnCommit, rules: SymbolRules, mark: Decimal
+    ) -> ExchangeEvent | None:
+        """Close the whole position at its liquidation price as an ``autoclose-<n>`` order (Binance's
+        name for them), with the taker fee. None when the position is gone or no longer crossed."""
+        symbol = rules.symbol
+        position = await self._store.position(pipe, symbol)
+        if position is None or not position.liquidated_at(rules, mark):
+            return None
+        ts = self._clock()
+        price = position.liquidation_price(rules)
+        qty = abs(position.qty)
+        side = position.close_side
+        fee = fee_of(qty, price, self._settings.taker_fee)
+        trade = apply_fill(position, symbol, side, qty, price, position.leverage, ts)
+        account = await self._store.account(pipe)
+        fill = await self._fill(pipe, "", symbol, side, qty, price, fee, True, trade.realized_pnl, ts)
+        origin = f"autoclose-{fill.order_id}"
+        fill = replace(fill, client_order_id=origin)
+        order = OrderResult(symbol, origin, fill.order_id, side, OrderStatus.FILLED, qty, qty, price, True, ts, (fill,))
+        leftovers = await self._store.open_conditionals(pipe, symbol)
+        self._store.begin(pipe)
+        self._store.put_order(pipe, order, FillKind.LIQUIDATION)
+        account = account.after(trade.realized_pnl, fee)
+        self._book(pipe, on_commit, fill, FillKind.LIQUIDATION, trade.position, account, leftovers)
+        return ExchangeEvent(kind=FillKind.LIQUIDATION, fill=fill, origin_id=origin)
+
+    async def _fill(
+        self,
+        pipe: Pipeline,
+        client_id: str,
+        symbol: str,
+        side: Side,
+        qty: Decimal,
+        price: Decimal,
+        fee: Decimal,
+        reduce_only: bool,
+        realized_pnl: Decimal,
+        ts_ms: int,
+    ) -> Fill:
+        """A fill with a fresh order id ``<n>`` and fill id ``paper-<n+1>``."""
+        first = await self._store.next_id(pipe, 2)
+        return Fill(
+            fill_id=f"paper-{first + 1}",
+            order_id=str(first),
+            client_order_id=client_id,
+            symbol=symbol,
+            side=side,
+            qty=qty,
+            price=price,
+            fee=fee,
+            fee_asset=FEE_ASSET,
+            reduce_only=reduce_only,
+            realized_pnl=realized_pnl,
+            ts_ms=ts_ms,
+        )
+
+    def _book(
+        self,
+        pipe: Pipeline,
+        on_commit: OnCommit,
+        fill: Fill,
+        kind: FillKind,
+        position: PaperPosition | None,
+        account: PaperAccount,
+        expire: list[ConditionalRecord],
+    ) -> None:
+        """Queue what every fill writes: position, account, fill log, and — when the position is
+        gone — the expiry of its remaining conditionals (Binance expires them with the position)."""
+        self._store.put_position(pipe, fill.symbol, position)
+        self._store.put_account(pipe, account, fill.ts_ms)
+        self._store.log_fill(pipe, fill, kind)
+        for record in expire:
+            self._expire(pipe, on_commit, record, fill.ts_ms)
+
+    def _expire(self, pipe: Pipeline, on_commit: OnCommit, record: ConditionalRecord, ts_ms: int) -> None:
+        expired = replace(record.order, status=ConditionalStatus.EXPIRED)
+        self._store.put_conditional(pipe, replace(record, order=expired, updated_ms=ts_ms), open_=False)
+        on_commit.append(
+            partial(log.info, "paper_conditional_expired", symbol=expired.symbol, client_algo_id=expired.client_algo_id)
+        )
