@@ -87,6 +87,22 @@ class PaperSettings(_Section):
     rules_file: str = "paper_symbols.json"
     #: how old the mark price may be before an order is refused (ms)
     max_price_age_ms: Annotated[int, Field(ge=0)] = 120_000
+    #: simulated exchange latency per order call (ms), to exercise crashes mid-flight
+    latency_ms: Annotated[int, Field(ge=0, le=10_000)] = 0
+
+
+class ApplySettings(_Section):
+    """apply_layer, the one executor (DESIGN §6)."""
+
+    cooldown_s: Annotated[int, Field(ge=0)] = 900
+    #: an entry plan older than this is skipped as stale_plan (exits never are)
+    entry_max_age_s: Annotated[int, Field(ge=1)] = 300
+    record_ttl_s: Annotated[int, Field(ge=60)] = 7 * 86_400
+    protective_orders: bool = True
+    reconcile_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    #: orders per second the executor sends at most (exits go first when it binds)
+    orders_per_s: Annotated[float, Field(gt=0)] = 20.0
+    order_burst: Annotated[int, Field(ge=1)] = 40
 
 
 class BinanceSettings(_Section):
@@ -141,6 +157,7 @@ class Settings(BaseSettings):
     runtime: RuntimeSettings = RuntimeSettings()
     paper: PaperSettings = PaperSettings()
     binance: BinanceSettings = BinanceSettings()
+    apply: ApplySettings = ApplySettings()
 
     @field_validator("symbols", mode="before")
     @classmethod

@@ -199,3 +199,18 @@ def heartbeat_pattern() -> str:
 
 def all_keys_pattern() -> str:
     return f"{PREFIX}:*"
+
+
+def apply_fill(fill_id: str) -> str:
+    """Marker that apply_layer published the fill (execution.result is one per fill, whatever retries)."""
+    return f"{PREFIX}:apply:fill:{fill_id}"
+
+
+def apply_fill_cursor() -> str:
+    """Hash symbol -> epoch ms of the last exchange fill apply_layer booked (the polling fallback's start)."""
+    return f"{PREFIX}:apply:fill_cursor"
+
+
+def symbol_of_blocked(key: str) -> str | None:
+    head = f"{PREFIX}:apply:blocked:"
+    return key[len(head):] if key.startswith(head) else None

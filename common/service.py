@@ -22,7 +22,7 @@ from prometheus_client import start_http_server
 from redis.asyncio import Redis
 
 from common import keys, streams
-from common.bus.consumer import Consumer, Handler, LaneKey, consumer_name
+from common.bus.consumer import Consumer, Guard, Handler, LaneKey, consumer_name
 from common.config import ConfigurationError, Settings, exit_config_error, settings_or_exit
 from common.contracts.base import now_ms
 from common.logging import configure_logging
@@ -52,10 +52,11 @@ class ServiceContext:
         self.started_at = now_ms()
         self.cleanups: list[Callable[[], Awaitable[None]]] = []
 
-    def consume(self, stream: str, handler: Handler, *, lane: LaneKey | None = None) -> Consumer:
+    def consume(self, stream: str, handler: Handler, *, lane: LaneKey | None = None,
+                guard: Guard | None = None) -> Consumer:
         """Consume the registered ``stream`` through this service's group."""
         consumer = Consumer(self.redis, streams.get(stream), self.service, self.consumer_name, handler,
-                            self.settings.bus, service=self.service, lane=lane)
+                            self.settings.bus, service=self.service, lane=lane, guard=guard)
         self.consumers.append(consumer)
         return consumer
 

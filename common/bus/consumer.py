@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,7 @@ class Delivery:
 
 Handler = Callable[[Delivery], Awaitable[Effects]]
 LaneKey = Callable[[Message], str]
+Guard = Callable[[Message], AbstractAsyncContextManager[object]]
 
 
 async def ensure_group(redis: Redis, key: str, group: str) -> bool:
@@ -66,7 +68,8 @@ class Consumer:
     """Runs ``handler`` over ``spec`` as ``consumer`` of ``group`` until ``stop`` is set.
 
     ``lane`` (optional) maps a message to a lane key (e.g. its symbol): entries of one lane are handled
-    in order, different lanes concurrently.
+    in order, different lanes concurrently. ``guard`` (optional) gives an async context held around the
+    handler *and* its commit (e.g. a per-symbol lock shared with another loop of the service).
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class Consumer:
         *,
         service: str | None = None,
         lane: LaneKey | None = None,
+        guard: Guard | None = None,
         metrics: BusMetrics | None = None,
     ) -> None:
         if group not in spec.groups:
@@ -92,6 +96,7 @@ class Consumer:
         self.settings = settings
         self.service = service or group
         self.lane = lane
+        self.guard = guard
         self.metrics = metrics or default_metrics()
         self.last_progress = time.monotonic()
         self._backoff = Backoff(settings.reconnect_initial_ms / 1000, settings.reconnect_max_ms / 1000)
@@ -251,6 +256,11 @@ class Consumer:
                                     f"max_deliveries: delivered {deliveries} times (limit {limit}); last error: {last}")
             return
         started = time.perf_counter()
+        guard = self.guard(message) if self.guard else nullcontext()
+        async with guard:
+            await self._handle_valid(entry_id, message, deliveries, started)
+
+    async def _handle_valid(self, entry_id: str, message: Message, deliveries: int, started: float) -> None:
         with structlog.contextvars.bound_contextvars(trace_id=message.trace_id, entry_id=entry_id):
             try:
                 effects = await self.handler(Delivery(self.spec, entry_id, message, deliveries))

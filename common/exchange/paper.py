@@ -164,6 +164,7 @@ class PaperExchange(Exchange):
             rules = tradable_rules(self._rules, symbol)
             check_quantity(rules, qty)
             mark = await self._fresh_mark(symbol)
+            await self._latency()
             order = await self._store.transact(
                 [
                     keys.paper_orders(),
@@ -180,6 +181,7 @@ class PaperExchange(Exchange):
         except OrderRejected as e:
             log.info("paper_order_rejected", symbol=symbol, client_order_id=client_order_id, code=e.code)
             raise
+        await self._latency()  # the answer travels back: a caller may die before it arrives
         fill = order.fills[0]
         log.info(
             "paper_order_filled",
@@ -193,6 +195,11 @@ class PaperExchange(Exchange):
             reduce_only=reduce_only,
         )
         return order
+
+    async def _latency(self) -> None:
+        """Half the configured round trip (``paper.latency_ms``), to make a real exchange's delay."""
+        if self._settings.latency_ms:
+            await asyncio.sleep(self._settings.latency_ms / 2000)
 
     async def get_order(self, symbol: str, client_order_id: str) -> OrderResult:
         with _redis_errors("get_order"):

@@ -1,0 +1,97 @@
+"""``python -m services.apply_layer``: the one executor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from common.contracts import ApplyPlan, Message
+from common.exchange.base import ExchangeEvent
+from common.exchange.factory import build_exchange
+from common.exchange.placement import RetryPolicy
+from common.redis_client import REDIS_DOWN
+from common.service import ServiceContext, run
+from common.streams import Service, Stream
+from services.apply_layer.executor import Executor
+from services.apply_layer.fills import FillRouter
+from services.apply_layer.reconcile import reconcile, settle_submitting
+from services.apply_layer.throttle import OrderThrottle, ThrottledExchange
+
+log = structlog.get_logger()
+
+
+def lane(message: Message) -> str:
+    return message.symbol if isinstance(message, ApplyPlan) else ""
+
+
+async def setup(ctx: ServiceContext) -> None:
+    settings = ctx.settings
+    exchange = ThrottledExchange(build_exchange(ctx.redis, settings),
+                                 OrderThrottle(settings.apply.orders_per_s, settings.apply.order_burst))
+    await exchange.start()
+    ctx.on_close(exchange.close)
+    executor = Executor(ctx.redis, exchange, settings, RetryPolicy.from_settings(settings.binance))
+    router = FillRouter(ctx.redis, exchange, settings, executor.locks)
+    # before any new plan: fills we missed, plans a crash left SUBMITTING, drift from the exchange
+    await router.catch_up()
+    settled = await settle_submitting(ctx.redis, executor)
+    drift = await reconcile(ctx.redis, exchange, executor.locks)
+    log.info("apply_layer_started", exchange=exchange.name, settled=settled, drift=len(drift))
+    ctx.consume(Stream.APPLY_PLAN, executor.handle, lane=lane, guard=executor.guard)
+
+    async def events_loop(ctx: ServiceContext) -> None:
+        queue: asyncio.Queue[ExchangeEvent] = asyncio.Queue(maxsize=1000)
+
+        async def pump() -> None:
+            async for event in exchange.events():
+                await queue.put(event)
+
+        pumper = asyncio.create_task(pump(), name="exchange-events")
+        try:
+            while not ctx.stop.is_set():
+                ctx.beat("exchange_events")
+                if pumper.done():
+                    pumper.result()  # an ended or failed event stream stops the service loudly
+                    raise RuntimeError("the exchange event stream ended")
+                try:
+                    event = await asyncio.wait_for(queue.get(), timeout=1.0)
+                except TimeoutError:
+                    continue
+                while True:
+                    try:
+                        await router.on_event(event)
+                        break
+                    except REDIS_DOWN as e:  # the event is not lost: retry until Redis is back
+                        log.warning("redis_unavailable", error=str(e))
+                        await asyncio.sleep(0.5)
+        finally:
+            pumper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pumper
+
+    async def reconcile_loop(ctx: ServiceContext) -> None:
+        while not ctx.stop.is_set():
+            ctx.beat("reconcile")
+            try:
+                await asyncio.wait_for(ctx.stop.wait(), timeout=settings.apply.reconcile_interval_s)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await router.catch_up()
+                await reconcile(ctx.redis, exchange, executor.locks)
+            except REDIS_DOWN as e:
+                log.warning("reconcile_skipped", error=str(e))
+
+    ctx.loop("exchange_events", events_loop)
+    ctx.loop("reconcile", reconcile_loop)
+
+
+def main() -> None:
+    run(Service.APPLY_LAYER, setup)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The gates (pure): entries are stopped by the kill switch, the symbol, the cooldown, reconciliation
+drift and the policy limits; exits only by facts about the position they mean — never by cooldown,
+limits or the kill switch (a stuck position is worse than a missed re-entry)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from common.contracts import ApplyPlan
+from common.ess import Ess
+from common.exchange.rules import SymbolRules
+from common.policy import Policy
+from common.positions import PositionRecord
+
+
+@dataclass(frozen=True)
+class EntryFacts:
+    """What the entry gates look at, read just before they run."""
+
+    ess: Ess
+    rules: SymbolRules | None
+    cooldown_active: bool
+    reconcile_blocked: bool
+    policy: Policy
+    positions: dict[str, PositionRecord]
+    mark_price: Decimal | None
+    now_ms: int
+    entry_max_age_ms: int
+
+
+def entry_gate(plan: ApplyPlan, facts: EntryFacts) -> str | None:
+    """The reason code that stops this entry, or None when it may go."""
+    assert plan.qty is not None and plan.leverage is not None and plan.side is not None
+    if facts.now_ms - plan.ts > facts.entry_max_age_ms:
+        return "stale_plan"
+    if facts.ess.tripped:
+        return "ess_tripped"
+    if facts.rules is None or not facts.rules.tradable:
+        return "symbol_not_tradable"
+    if facts.reconcile_blocked:
+        return "risk_limit:reconcile_drift"
+    if facts.cooldown_active:
+        return "cooldown_active"
+    limits = facts.policy.limits
+    if plan.symbol not in facts.policy.allowlist:
+        return "risk_limit:allowlist"
+    held = facts.positions.get(plan.symbol)
+    if held is not None and held.side is not plan.side.position_side:
+        return "risk_limit:opposite_position"
+    if held is None and len(facts.positions) >= limits.max_open_positions:
+        return "risk_limit:max_open_positions"
+    if plan.leverage > min(limits.max_leverage, facts.rules.max_leverage):
+        return "risk_limit:max_leverage"
+    price = facts.mark_price or plan.entry_price
+    assert price is not None
+    notional = plan.qty * price
+    if notional / plan.leverage > limits.max_margin_per_trade_usd:
+        return "risk_limit:margin_per_trade"
+    open_notional = sum((p.notional() for p in facts.positions.values()), Decimal(0))
+    if open_notional + notional > limits.max_total_notional_usd:
+        return "risk_limit:total_notional"
+    return None
+
+
+def position_gate(plan: ApplyPlan, position: PositionRecord | None) -> str | None:
+    """Exits and stop updates must name the position they mean (its entry plan)."""
+    if position is None:
+        return "no_position"
+    if position.plan_id != plan.position_plan_id:
+        return "stale_plan"
+    return None
+
+
+def exit_quantity(plan: ApplyPlan, position: PositionRecord, rules: SymbolRules, mark: Decimal | None) -> Decimal:
+    """pct x position rounded down to the step, never more than held; 0 when it rounds to nothing. A
+    remainder that would be left below the minimum quantity or notional is closed with the rest."""
+    pct = Decimal(str(plan.close_pct))
+    if pct >= 100:
+        return position.quantity
+    qty = min(rules.round_qty(position.quantity * pct / 100), position.quantity)
+    if qty <= 0:
+        return Decimal(0)
+    rest = position.quantity - qty
+    price = mark if mark is not None else position.entry_price
+    if rest > 0 and (rest < rules.min_qty or rest * price < rules.min_notional):
+        return position.quantity
+    return qty

@@ -1,0 +1,143 @@
+"""apply_layer in-process over a real Redis: the real consumer, executor, paper exchange and fill router."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from common import keys, streams
+from common.bus import Consumer, publish
+from common.bus.metrics import BusMetrics
+from common.config import ApplySettings, BusSettings, load_settings
+from common.contracts import (
+    ApplyPlan,
+    ApplyResult,
+    ExecutionResult,
+    PlanStep,
+    decode,
+    now_ms,
+)
+from common.exchange.paper import PaperExchange
+from common.exchange.placement import RetryPolicy
+from common.market import price_mapping
+from common.positions import PositionRecord, read_position
+from common.streams import Service, Stream
+from services.apply_layer.__main__ import lane
+from services.apply_layer.executor import Executor
+from services.apply_layer.fills import FillRouter
+from tests.helpers import poll
+
+D = Decimal
+FAST_BUS = BusSettings(block_ms=50, claim_idle_ms=500, claim_interval_ms=100, reconnect_initial_ms=20,
+                       reconnect_max_ms=200, socket_timeout_s=2.0)
+
+
+def hid(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def entry(name: str, symbol: str = "BTCUSDT", side: str = "BUY", qty: str = "0.01", price: str = "50000",
+          leverage: int = 10, ts: int | None = None, **extra: Any) -> ApplyPlan:
+    p = D(price)
+    sl, tp = (p * D("0.97"), p * D("1.04")) if side == "BUY" else (p * D("1.03"), p * D("0.96"))
+    fields: dict[str, Any] = dict(
+        source=Service.INTENT_BRIDGE, trace_id=hid("t" + name), plan_id=hid(name), symbol=symbol,
+        action="ENTRY_PROPOSED", side=side, qty=D(qty), order_type="MARKET", reduce_only=False, leverage=leverage,
+        entry_price=p, stop_loss=sl, take_profit=tp, intent_id=hid("i" + name))
+    if ts is not None:
+        fields["ts"] = ts
+    fields.update(extra)
+    return ApplyPlan(**fields)
+
+
+def close(name: str, position_plan_id: str, symbol: str = "BTCUSDT", pct: float = 100.0,
+          reason: str = "manual") -> ApplyPlan:
+    action = "FULL_CLOSE_PROPOSED" if pct == 100.0 else "PARTIAL_CLOSE_PROPOSED"
+    step = "CLOSE_FULL" if pct == 100.0 else "CLOSE_PARTIAL"
+    return ApplyPlan(source=Service.EXITBRAIN, trace_id=hid("t" + name), plan_id=hid(name), symbol=symbol,
+                     action=action, position_plan_id=position_plan_id, reason=reason,
+                     steps=[PlanStep(step=step, pct=pct)])
+
+
+def update_stop(name: str, position_plan_id: str, stop: str, symbol: str = "BTCUSDT",
+                reason: str = "trailing_stop") -> ApplyPlan:
+    return ApplyPlan(source=Service.EXITBRAIN, trace_id=hid("t" + name), plan_id=hid(name), symbol=symbol,
+                     action="UPDATE_STOP", position_plan_id=position_plan_id, new_stop_loss=D(stop), reason=reason)
+
+
+class Harness:
+    def __init__(self, redis_url: str, **apply: Any) -> None:
+        self.settings = load_settings(redis_url=redis_url, bus=FAST_BUS,
+                                      apply=ApplySettings(**{"reconcile_interval_s": 3600, **apply}))
+        self.redis = Redis.from_url(redis_url, decode_responses=True)
+        self.paper = PaperExchange.from_settings(self.redis, self.settings, poll_interval_s=0.05)
+        self.executor = Executor(self.redis, self.paper, self.settings, RetryPolicy(2, 10, 50))
+        self.router = FillRouter(self.redis, self.paper, self.settings, self.executor.locks)
+        self.consumer = Consumer(self.redis, streams.get(Stream.APPLY_PLAN), Service.APPLY_LAYER,
+                                 "apply_layer@test", self.executor.handle, self.settings.bus, lane=lane,
+                                 guard=self.executor.guard, metrics=BusMetrics(CollectorRegistry()))
+
+    async def set_price(self, symbol: str, price: str) -> None:
+        await self.redis.hset(keys.market_price(symbol), mapping=price_mapping(D(price), D(price), now_ms()))
+
+    async def send(self, *plans: ApplyPlan) -> None:
+        for plan in plans:
+            await publish(self.redis, plan.source, (Stream.APPLY_PLAN, plan))
+
+    async def results(self, plan_id: str | None = None) -> list[ApplyResult]:
+        entries = await self.redis.xrange(keys.stream(Stream.APPLY_RESULT))
+        found = [decode(ApplyResult, f) for _, f in entries]
+        return [r for r in found if plan_id is None or r.plan_id == plan_id]
+
+    async def result(self, plan: ApplyPlan, n: int = 1) -> ApplyResult:
+        """The n-th apply.result of ``plan`` (waits for it)."""
+
+        async def arrived() -> bool:
+            return len(await self.results(plan.plan_id)) >= n
+
+        await poll(arrived, timeout_s=15)
+        return (await self.results(plan.plan_id))[n - 1]
+
+    async def fills(self) -> list[ExecutionResult]:
+        entries = await self.redis.xrange(keys.stream(Stream.EXECUTION_RESULT))
+        return [decode(ExecutionResult, f) for _, f in entries]
+
+    async def position(self, symbol: str = "BTCUSDT") -> PositionRecord | None:
+        return await read_position(self.redis, symbol)
+
+    async def stream(self, name: str) -> list[dict[str, str]]:
+        return [f for _, f in await self.redis.xrange(keys.stream(name))]
+
+
+@asynccontextmanager
+async def running(redis_url: str, prices: dict[str, str] | None = None, **apply: Any) -> AsyncIterator[Harness]:
+    """A harness with the consumer and the exchange-event loop running."""
+    h = Harness(redis_url, **apply)
+    await h.paper.start()
+    for symbol, price in (prices or {"BTCUSDT": "50000"}).items():
+        await h.set_price(symbol, price)
+    stop = asyncio.Event()
+    await h.consumer.setup()
+    consumer = asyncio.create_task(h.consumer.run(stop))
+
+    async def events() -> None:
+        async for event in h.paper.events():
+            await h.router.on_event(event)
+
+    event_task = asyncio.create_task(events())
+    try:
+        yield h
+    finally:
+        stop.set()
+        await h.paper.close()
+        await asyncio.wait_for(consumer, 10)
+        event_task.cancel()
+        await asyncio.gather(event_task, return_exceptions=True)
+        await h.redis.aclose()
