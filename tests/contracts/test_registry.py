@@ -19,7 +19,8 @@ def test_every_contract_is_registered() -> None:
     """Every Message subclass in messages.py is the contract of some stream."""
     contracts = {
         obj for obj in vars(messages).values()
-        if isinstance(obj, type) and issubclass(obj, Message) and obj is not Message and not obj.__name__.startswith("_")
+        if isinstance(obj, type) and issubclass(obj, Message) and obj is not Message
+        and not obj.__name__.startswith("_")
     }
     assert contracts == {spec.contract for spec in streams.all_streams()}
 
