@@ -105,6 +105,72 @@ class ApplySettings(_Section):
     order_burst: Annotated[int, Field(ge=1)] = 40
 
 
+class HttpSettings(_Section):
+    """The HTTP services (FastAPI under uvicorn, in the service's own event loop)."""
+
+    host: str = "127.0.0.1"
+    ports: dict[str, Annotated[int, Field(ge=0, le=65535)]] = Field(default_factory=dict)
+    #: URL trading_bot asks for predictions
+    ai_engine_url: str = "http://127.0.0.1:8001"
+
+
+class MarketdataSettings(_Section):
+    """marketdata: sources, klines and market state."""
+
+    seed: int = 42
+    tick_interval_ms: Annotated[int, Field(ge=10)] = 1000
+    kline_interval: str = "1m"
+    #: how many ticks of synthetic time pass per real tick (1 = real time)
+    time_factor: Annotated[float, Field(gt=0)] = 1.0
+    replay_speed: Annotated[float, Field(ge=0)] = 60.0
+    replay_symbol: str = "XRPUSDT"
+    replay_interval: str = "5m"
+    backfill_klines: Annotated[int, Field(ge=0, le=1500)] = 200
+    symbols_refresh_s: Annotated[float, Field(gt=0)] = 300.0
+
+
+class SignalSettings(_Section):
+    """trading_bot, ai_engine and the trading mathematician (DESIGN §7)."""
+
+    min_confidence: Annotated[float, Field(ge=0, le=1)] = 0.55
+    ai_timeout_ms: Annotated[int, Field(ge=1)] = 300
+    ema_fast: Annotated[int, Field(ge=2)] = 9
+    ema_slow: Annotated[int, Field(ge=3)] = 21
+    default_balance_usd: Annotated[Decimal, Field(gt=0)] = Decimal("10000")
+    sl_atr_mult: Annotated[float, Field(gt=0)] = 0.3
+    min_sl_pct: Annotated[float, Field(gt=0)] = 0.03
+    reward_risk: Annotated[float, Field(gt=0)] = 1.33
+    leverage_cap: Annotated[int, Field(ge=1, le=125)] = 10
+    margin_fraction: Annotated[float, Field(gt=0, le=1)] = 0.02
+    model_dir: str = "var/models"
+
+
+class ExitSettings(_Section):
+    """exitbrain and harvest_proposal (DESIGN §7)."""
+
+    kill_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.70
+    trailing_callback_pct: Annotated[float, Field(gt=0, lt=1)] = 0.008
+    min_stop_step_pct: Annotated[float, Field(ge=0, lt=1)] = 0.001
+    pnl_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    evaluate_interval_s: Annotated[float, Field(gt=0)] = 1.0
+
+
+class MonitorSettings(_Section):
+    """position_monitor: snapshots and reconciliation."""
+
+    snapshot_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    reconcile_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    #: report: publish drift only; adopt: publish the plan that makes Redis follow the exchange
+    resolution: Literal["report", "adopt"] = "report"
+
+
+class GovernorSettings(_Section):
+    """governor: policy publication and the kill switch."""
+
+    policy_check_interval_s: Annotated[float, Field(gt=0)] = 10.0
+    risk_check_interval_s: Annotated[float, Field(gt=0)] = 5.0
+
+
 class BinanceSettings(_Section):
     """Binance USD-M futures through python-binance."""
 
@@ -158,6 +224,12 @@ class Settings(BaseSettings):
     paper: PaperSettings = PaperSettings()
     binance: BinanceSettings = BinanceSettings()
     apply: ApplySettings = ApplySettings()
+    http: HttpSettings = HttpSettings()
+    marketdata: MarketdataSettings = MarketdataSettings()
+    signal: SignalSettings = SignalSettings()
+    exit: ExitSettings = ExitSettings()
+    monitor: MonitorSettings = MonitorSettings()
+    governor: GovernorSettings = GovernorSettings()
 
     @field_validator("symbols", mode="before")
     @classmethod

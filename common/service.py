@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
+from fastapi import FastAPI
 from prometheus_client import start_http_server
 from redis.asyncio import Redis
 
@@ -25,6 +26,7 @@ from common import keys, streams
 from common.bus.consumer import Consumer, Guard, Handler, LaneKey, consumer_name
 from common.config import ConfigurationError, Settings, exit_config_error, settings_or_exit
 from common.contracts.base import now_ms
+from common.http import serve, with_metrics
 from common.logging import configure_logging
 from common.redis_client import REDIS_DOWN, redis_client, wait_for_redis
 from common.systemd import notify, watchdog_interval_s
@@ -51,6 +53,7 @@ class ServiceContext:
         self.progress: dict[str, float] = {}
         self.started_at = now_ms()
         self.cleanups: list[Callable[[], Awaitable[None]]] = []
+        self.http_port: int | None = None
 
     def consume(self, stream: str, handler: Handler, *, lane: LaneKey | None = None,
                 guard: Guard | None = None) -> Consumer:
@@ -69,13 +72,34 @@ class ServiceContext:
     def beat(self, name: str) -> None:
         self.progress[name] = time.monotonic()
 
+    def serve_http(self, app: FastAPI) -> None:
+        """Serve ``app`` (with ``/metrics``) on this service's port of ``[http.ports]``, bound to
+        ``http.host``; it starts once the service is ready and stops with it."""
+        port = self.settings.http.ports.get(self.service)
+        if not port:
+            raise ConfigurationError(f"http.ports.{self.service}", "this service serves HTTP and needs a port")
+        served = with_metrics(app)
+
+        async def http(ctx: ServiceContext) -> None:
+            ctx.beat("http")
+            await serve(served, ctx.settings.http.host, port, ctx.stop)
+
+        self.loops["http"] = http
+        self.http_port = port
+
+    def health(self) -> dict[str, object]:
+        """What ``/health`` reports: ok when every loop made progress lately."""
+        return {"service": self.service, "instance": self.instance, "healthy": self.healthy_since(60.0),
+                "started_at": self.started_at, "ts": now_ms()}
+
     def on_close(self, fn: Callable[[], Awaitable[None]]) -> None:
         self.cleanups.append(fn)
 
     def healthy_since(self, horizon_s: float) -> bool:
-        """True when every consumer and loop made progress within ``horizon_s``."""
+        """True when every consumer and loop made progress within ``horizon_s`` (the HTTP server counts
+        as alive while it serves)."""
         now = time.monotonic()
-        marks = [c.last_progress for c in self.consumers] + list(self.progress.values())
+        marks = [c.last_progress for c in self.consumers] + [v for k, v in self.progress.items() if k != "http"]
         return all(now - mark <= horizon_s for mark in marks)
 
 
@@ -104,7 +128,8 @@ async def _main(service: str, settings: Settings, setup: Setup) -> int:
         await setup(ctx)
         for consumer in ctx.consumers:
             await _until_redis(consumer.setup, settings, stop)
-        _start_metrics(service, settings)
+        if ctx.http_port is None:
+            _start_metrics(service, settings)
         notify("READY=1")
         log.info("service_ready", consumer=ctx.consumer_name,
                  consumes=[c.spec.name for c in ctx.consumers], loops=sorted(ctx.loops))

@@ -12,6 +12,8 @@ import os
 import sys
 from decimal import Decimal
 
+from fastapi import FastAPI
+
 from common.bus import Delivery, Effects
 from common.contracts import ApplyPlan, ApplyResult, TradeIntent
 from common.service import ServiceContext, run
@@ -41,7 +43,15 @@ async def hop2(delivery: Delivery) -> Effects:
 
 def main() -> None:
     hop = sys.argv[1]
-    if hop == "hop1":
+    if hop == "http":
+
+        async def setup_http(ctx: ServiceContext) -> None:
+            app = FastAPI()
+            app.get("/health")(ctx.health)
+            ctx.serve_http(app)
+
+        run(Service.TRADING_BOT, setup_http)
+    elif hop == "hop1":
 
         async def setup1(ctx: ServiceContext) -> None:
             ctx.consume(Stream.TRADE_INTENT, hop1)

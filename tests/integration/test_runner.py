@@ -51,3 +51,31 @@ def test_notify_protocol_and_heartbeat(redis_url: str, tmp_path: Path) -> None:
     finally:
         proc.kill()
         sock.close()
+
+
+def test_http_service_serves_health_and_metrics_and_stops_on_sigterm(redis_url: str, tmp_path: Path) -> None:
+    """A service that serves HTTP answers /health and /metrics on its configured port (127.0.0.1), and
+    SIGTERM stops the server and the process with exit code 0."""
+    import httpx
+
+    from common.redis_server import free_port
+    from tests.helpers import poll_sync
+
+    port = free_port()
+    proc = Proc(["-m", "tests.integration.bus_worker", "http"],
+                {"REDIS_URL": redis_url, "QT_HTTP__PORTS__TRADING_BOT": str(port)}, tmp_path / "http.log").start()
+    try:
+        def up() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        poll_sync(up)
+        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()
+        assert health["service"] == Service.TRADING_BOT and health["healthy"] is True
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics/", timeout=2, follow_redirects=True).text
+        assert "python_info" in metrics
+        assert proc.terminate() == 0
+    finally:
+        proc.kill()
