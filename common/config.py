@@ -8,6 +8,7 @@ setting and exit code 78 (EX_CONFIG).
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from decimal import Decimal
@@ -118,15 +119,36 @@ class MarketdataSettings(_Section):
     """marketdata: sources, klines and market state."""
 
     seed: int = 42
-    tick_interval_ms: Annotated[int, Field(ge=10)] = 1000
+    #: real time between two synthetic tick rounds (every symbol ticks once per round)
+    tick_interval_ms: Annotated[int, Field(ge=10)] = 250
     kline_interval: str = "1m"
-    #: how many ticks of synthetic time pass per real tick (1 = real time)
-    time_factor: Annotated[float, Field(gt=0)] = 1.0
+    #: synthetic time per real time: 20 makes a 250 ms round 5 s of market and closes a 1m kline
+    #: every 3 real seconds (1 = real time)
+    time_factor: Annotated[float, Field(gt=0)] = 20.0
     replay_speed: Annotated[float, Field(ge=0)] = 60.0
     replay_symbol: str = "XRPUSDT"
     replay_interval: str = "5m"
+    #: closed klines published at start (Binance REST, or the synthetic market's own history)
     backfill_klines: Annotated[int, Field(ge=0, le=1500)] = 200
     symbols_refresh_s: Annotated[float, Field(gt=0)] = 300.0
+    #: an in-progress kline is published at most this often per symbol (real ms; 0 = closed only)
+    kline_update_ms: Annotated[int, Field(ge=0)] = 1000
+    #: synthetic start prices; a symbol not listed starts at 10,000 ticks
+    start_prices: dict[str, Annotated[Decimal, Field(gt=0)]] = Field(default_factory=lambda: {
+        "BTCUSDT": Decimal("60000"), "ETHUSDT": Decimal("3000"), "SOLUSDT": Decimal("150"),
+        "XRPUSDT": Decimal("0.6"), "ANKRUSDT": Decimal("0.02"), "RIVERUSDT": Decimal("10"),
+        "HYPEUSDT": Decimal("30"), "币安人生USDT": Decimal("0.1")})
+    #: Binance source: the futures websocket base URL (empty: python-binance's, by testnet or not)
+    binance_ws_url: str = ""
+    #: Binance source: no message for this long means the websocket is dead (reconnect)
+    stale_after_s: Annotated[float, Field(gt=0)] = 30.0
+
+    @field_validator("kline_interval", "replay_interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        if not re.fullmatch(r"[1-9][0-9]*[smhdw]", value):
+            raise ValueError("a kline interval such as 1m, 5m, 1h")
+        return value
 
 
 class SignalSettings(_Section):
@@ -143,6 +165,19 @@ class SignalSettings(_Section):
     leverage_cap: Annotated[int, Field(ge=1, le=125)] = 10
     margin_fraction: Annotated[float, Field(gt=0, le=1)] = 0.02
     model_dir: str = "var/models"
+    #: how often ai_engine looks for a newer model in model_dir
+    model_reload_s: Annotated[float, Field(gt=0)] = 10.0
+    #: closed klines trading_bot keeps per symbol (seeded from the stream's history at start)
+    window_klines: Annotated[int, Field(ge=30, le=5000)] = 200
+    #: an unchanged signal is published again only after this many klines (the cooldown: 15 x 1m)
+    repeat_after_klines: Annotated[int, Field(ge=1)] = 15
+    #: signals GET /signals remembers
+    recent_signals: Annotated[int, Field(ge=1, le=10_000)] = 200
+    #: market.klines entries one XREAD returns at most, and how long it blocks
+    kline_read_count: Annotated[int, Field(ge=1, le=10_000)] = 500
+    kline_block_ms: Annotated[int, Field(ge=1, le=60_000)] = 1000
+    #: the most market.klines entries read back (XREVRANGE) to seed the windows at start
+    seed_max_entries: Annotated[int, Field(ge=0)] = 20_000
 
 
 class ExitSettings(_Section):
@@ -153,6 +188,36 @@ class ExitSettings(_Section):
     min_stop_step_pct: Annotated[float, Field(ge=0, lt=1)] = 0.001
     pnl_interval_s: Annotated[float, Field(gt=0)] = 5.0
     evaluate_interval_s: Annotated[float, Field(gt=0)] = 1.0
+    #: break-even is entry plus the round trip's fees: entry·(1 ± 2·fee_rate)
+    fee_rate: Annotated[Decimal, Field(ge=0, lt=Decimal("0.01"))] = Decimal("0.0005")
+    #: kill score weights and horizon: z = w_regime_flip·k1 + w_sigma_spike·k2 + w_ts_drop·k3 + w_age_penalty·k4
+    w_regime_flip: Annotated[float, Field(ge=0)] = 1.0
+    w_sigma_spike: Annotated[float, Field(ge=0)] = 0.5
+    w_ts_drop: Annotated[float, Field(ge=0)] = 0.5
+    w_age_penalty: Annotated[float, Field(ge=0)] = 0.3
+    kill_age_horizon_s: Annotated[int, Field(ge=1)] = 86_400
+    #: adaptive level clamps (price-move fractions): every TP at least tp_min, SL within [sl_min, sl_max]
+    tp_min: Annotated[float, Field(gt=0, lt=1)] = 0.003
+    sl_min: Annotated[float, Field(gt=0, lt=1)] = 0.001
+    sl_max: Annotated[float, Field(gt=0, lt=1)] = 0.02
+    #: harvest split of the original position at TP1/TP2/TP3 by leverage band
+    split_low: tuple[float, float, float] = (0.3, 0.3, 0.4)
+    split_low_max_leverage: Annotated[int, Field(ge=1)] = 10
+    split_mid: tuple[float, float, float] = (0.4, 0.4, 0.2)
+    split_mid_max_leverage: Annotated[int, Field(ge=1)] = 30
+    split_high: tuple[float, float, float] = (0.5, 0.3, 0.2)
+
+    @model_validator(mode="after")
+    def _levels_consistent(self) -> ExitSettings:
+        for name in ("split_low", "split_mid", "split_high"):
+            split = getattr(self, name)
+            if min(split) < 0 or abs(sum(split) - 1.0) > 1e-9:
+                raise ValueError(f"{name} must be three non-negative shares summing to 1")
+        if self.split_low_max_leverage >= self.split_mid_max_leverage:
+            raise ValueError("split_low_max_leverage must be below split_mid_max_leverage")
+        if self.sl_min > self.sl_max:
+            raise ValueError("sl_min must not exceed sl_max")
+        return self
 
 
 class MonitorSettings(_Section):
@@ -162,6 +227,11 @@ class MonitorSettings(_Section):
     reconcile_interval_s: Annotated[float, Field(gt=0)] = 30.0
     #: report: publish drift only; adopt: publish the plan that makes Redis follow the exchange
     resolution: Literal["report", "adopt"] = "report"
+    #: a drift seen is looked at again after this long before it is reported (an order in flight between
+    #: the exchange and apply_layer's commit is not drift)
+    confirm_delay_s: Annotated[float, Field(ge=0, le=60)] = 1.0
+    #: how many recent apply.result / execution.result entries GET /results keeps
+    recent_results: Annotated[int, Field(ge=1, le=10_000)] = 200
 
 
 class GovernorSettings(_Section):
@@ -169,6 +239,8 @@ class GovernorSettings(_Section):
 
     policy_check_interval_s: Annotated[float, Field(gt=0)] = 10.0
     risk_check_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    #: when the governor trips the switch itself (loss limits), also publish a full close of every position
+    flatten_on_trip: bool = False
 
 
 class BinanceSettings(_Section):

@@ -64,3 +64,14 @@ async def hgetall(redis: Redis, key: str) -> dict[str, str]:
     """HGETALL with the decoded types this fleet's clients return (redis-py's stubs are wider)."""
     fields: Any = await redis.hgetall(key)
     return {str(k): str(v) for k, v in fields.items()}
+
+
+Entry = tuple[str, dict[str, str]]
+
+
+async def xrange(redis: Redis, key: str, *, start: str = "-", end: str = "+", count: int | None = None,
+                 reverse: bool = False) -> list[Entry]:
+    """XRANGE (or XREVRANGE) as (id, fields) with plain strings; trimmed entries are left out."""
+    raw: Any = await (redis.xrevrange(key, max=end, min=start, count=count) if reverse
+                      else redis.xrange(key, min=start, max=end, count=count))
+    return [(str(entry_id), {str(k): str(v) for k, v in fields.items()}) for entry_id, fields in raw or [] if fields]

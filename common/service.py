@@ -169,9 +169,10 @@ async def _supervise(ctx: ServiceContext) -> int:
         exc = task.exception()
         if exc is not None:
             log.critical("task_failed", task=work[task], error=repr(exc), exc_info=exc)
-        else:
+            code = 1
+        elif not ctx.stop.is_set():  # a loop may only end because the service is stopping
             log.critical("task_ended", task=work[task])
-        code = 1
+            code = 1
     ctx.stop.set()
     notify("STOPPING=1")
     log.info("service_stopping", reason="failure" if code else "signal")

@@ -113,7 +113,7 @@ _BASE: tuple[StreamSpec, ...] = (
     StreamSpec(Stream.EXITBRAIN_PNL, m.ExitbrainPnl, (S.EXITBRAIN,), maxlen=10_000),
     StreamSpec(Stream.POSITION_SNAPSHOT, m.PositionSnapshot, (S.POSITION_MONITOR,), maxlen=10_000),
     StreamSpec(Stream.RECONCILE_EVENTS, m.ReconcileEvent, (S.APPLY_LAYER, S.POSITION_MONITOR), maxlen=10_000),
-    StreamSpec(Stream.GOVERNOR_EVENTS, m.GovernorEvent, (S.GOVERNOR,), maxlen=10_000),
+    StreamSpec(Stream.GOVERNOR_EVENTS, m.GovernorEvent, (S.GOVERNOR, S.QT), maxlen=10_000),  # qt: ess/policy
     StreamSpec(Stream.POLICY_AUDIT, m.PolicyAudit, (S.INTENT_BRIDGE,), maxlen=10_000),
     StreamSpec(Stream.ALERTS, m.AlertEvent, (S.GOVERNOR, S.APPLY_LAYER, S.POSITION_MONITOR), maxlen=10_000),
 )

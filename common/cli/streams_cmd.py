@@ -113,3 +113,57 @@ def init() -> None:
         console.print(f"created group {group} on {keys.stream(stream)} at 0")
     total = sum(len(s.groups) for s in streams.grouped_streams())
     console.print(f"{total} groups registered, {len(created)} created, {total - len(created)} existed")
+
+
+@app.command("prune-consumers")
+def prune_consumers(
+    idle_s: int = typer.Option(3600, help="Remove consumers idle longer than this with nothing pending."),
+) -> None:
+    """Remove consumers that are idle with nothing pending (writes: XGROUP DELCONSUMER)."""
+
+    async def go(redis: Redis, _: Settings) -> list[tuple[str, str, str]]:
+        removed = []
+        for key in await discovered_stream_keys(redis):
+            for group in await redis.xinfo_groups(key):
+                for member in await redis.xinfo_consumers(key, group["name"]):
+                    if int(member["pending"]) == 0 and int(member["idle"]) > idle_s * 1000:
+                        await redis.xgroup_delconsumer(key, group["name"], member["name"])
+                        removed.append((keys.stream_name(key), str(group["name"]), str(member["name"])))
+        return removed
+
+    removed = with_redis(go)
+    for stream, group, name in removed:
+        console.print(f"removed consumer {name} of {stream} → {group}")
+    console.print(f"{len(removed)} consumers removed")
+
+
+@app.command("trim")
+def trim(
+    stream: str = typer.Option("", help="One registered stream (default: all)."),
+    force: bool = typer.Option(False, help="Trim even where a group's lag exceeds the MAXLEN."),
+) -> None:
+    """XTRIM each registered stream to its MAXLEN (~). Refuses where a group has not read what would be
+    dropped, unless --force. Writes."""
+
+    async def go(redis: Redis, _: Settings) -> list[tuple[str, int, str]]:
+        done = []
+        for spec in streams.all_streams():
+            if stream and spec.name != stream:
+                continue
+            info = await stream_info(redis, spec.key)
+            if info is None:
+                continue
+            unread = max((g.lag or 0 for g in info.groups), default=0)
+            if unread > spec.maxlen and not force:
+                done.append((spec.name, 0, f"refused: a group lags {unread} > MAXLEN {spec.maxlen}"))
+                continue
+            dropped = int(await redis.xtrim(spec.key, maxlen=spec.maxlen, approximate=True))
+            done.append((spec.name, dropped, "ok"))
+        return done
+
+    problems = 0
+    for name, dropped, note in with_redis(go):
+        console.print(f"{name}: {dropped} dropped ({note})")
+        problems += note != "ok"
+    if problems:
+        raise typer.Exit(1)

@@ -1,0 +1,118 @@
+"""``qt positions``, ``qt pnl``, ``qt trades`` (read-only) and ``qt close`` (publishes a manual exit)."""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import Decimal
+
+import typer
+from redis.asyncio import Redis
+from rich.table import Table
+
+from common import keys
+from common.books import read_account
+from common.bus import publish
+from common.cli.context import EXIT_PROBLEMS, console, with_redis
+from common.config import Settings
+from common.contracts import ApplyPlan, PlanStep, TradeClosed, decode, new_trace_id, now_ms
+from common.market import read_price
+from common.maths.ledger import Account
+from common.positions import PositionRecord, all_positions, read_position
+from common.redis_client import hgetall, xrange
+from common.streams import Service, Stream
+
+
+def positions() -> None:
+    """Open positions with mark price and unrealized PnL."""
+
+    async def go(redis: Redis, _: Settings) -> list[tuple[PositionRecord, Decimal | None]]:
+        rows = []
+        for p in (await all_positions(redis)).values():
+            price = await read_price(redis, p.symbol)
+            rows.append((p, price.mark_price if price else None))
+        return rows
+
+    rows = with_redis(go)
+    table = Table(title=f"open positions: {len(rows)}", title_justify="left")
+    for col in ("symbol", "side", "qty", "entry", "mark", "uPnL", "lev", "stop", "take profit", "plan_id"):
+        table.add_column(col)
+    for p, mark in rows:
+        upnl = "-" if mark is None else f"{(mark - p.entry_price) * p.signed_qty:.2f}"
+        table.add_row(p.symbol, p.side.value, str(p.quantity), str(p.entry_price), str(mark or "-"), upnl,
+                      str(p.leverage), str(p.stop_loss or "-"), str(p.take_profit or "-"), p.plan_id)
+    console.print(table)
+
+
+def pnl() -> None:
+    """The account (equity, realized PnL, fees, drawdown) and realized PnL per symbol."""
+
+    async def go(redis: Redis, _: Settings) -> tuple[Account | None, dict[str, dict[str, str]]]:
+        ledgers = {}
+        async for key in redis.scan_iter(match=keys.position_ledger_pattern(), count=500):
+            symbol = str(key).rsplit(":", 1)[-1]
+            ledgers[symbol] = await hgetall(redis, str(key))
+        return await read_account(redis), ledgers
+
+    account, ledgers = with_redis(go)
+    if account is None:
+        console.print("no fills booked yet (quantum:ledger:account is empty)")
+    else:
+        console.print(f"equity {account.equity}  realized {account.realized_pnl}  fees {account.fees}  "
+                      f"peak {account.peak_equity}  drawdown {account.drawdown}  day {account.day} "
+                      f"(started at {account.day_start_equity})")
+    table = Table(title="per symbol", title_justify="left")
+    for col in ("symbol", "realized", "fees", "trades", "wins", "losses"):
+        table.add_column(col)
+    for symbol, f in sorted(ledgers.items()):
+        table.add_row(symbol, f.get("realized_pnl", "0"), f.get("fees", "0"), f.get("trades", "0"),
+                      f.get("wins", "0"), f.get("losses", "0"))
+    console.print(table)
+
+
+def trades(limit: int = typer.Option(20, help="How many, newest first.")) -> None:
+    """Closed trades from trade.closed, newest first."""
+
+    async def go(redis: Redis, _: Settings) -> list[TradeClosed]:
+        entries = await xrange(redis, keys.stream(Stream.TRADE_CLOSED), count=limit, reverse=True)
+        return [decode(TradeClosed, f) for _, f in entries]
+
+    rows = with_redis(go)
+    table = Table(title=f"closed trades: {len(rows)}", title_justify="left")
+    for col in ("closed_at", "symbol", "side", "qty", "entry", "exit", "pnl", "fees", "net", "reason"):
+        table.add_column(col)
+    for t in rows:
+        table.add_row(str(t.closed_at), t.symbol, t.side.value, str(t.qty), str(t.entry_price), str(t.exit_price),
+                      str(t.realized_pnl), str(t.fees), str(t.pnl_net), t.exit_reason)
+    console.print(table)
+
+
+def manual_exit(position: PositionRecord, pct: float, at_ms: int) -> ApplyPlan:
+    """The operator's exit plan for ``position`` (plan_id = sha256(position_plan_id|manual|<ms>)[:16])."""
+    plan_id = hashlib.sha256(f"{position.plan_id}|manual|{at_ms}".encode()).hexdigest()[:16]
+    full = pct >= 100.0
+    return ApplyPlan(source=Service.QT, trace_id=new_trace_id(), plan_id=plan_id, symbol=position.symbol,
+                     action="FULL_CLOSE_PROPOSED" if full else "PARTIAL_CLOSE_PROPOSED",
+                     position_plan_id=position.plan_id, reason="manual",
+                     steps=[PlanStep(step="CLOSE_FULL" if full else "CLOSE_PARTIAL", pct=min(pct, 100.0))])
+
+
+def close(
+    symbol: str = typer.Argument(..., help="The symbol, as the exchange lists it."),
+    pct: float = typer.Option(100.0, "--pct", min=0.01, max=100.0, help="Percent of the position to close."),
+) -> None:
+    """Publish a manual exit plan (reduce-only) for SYMBOL's open position. Writes apply.plan."""
+
+    async def go(redis: Redis, _: Settings) -> ApplyPlan | None:
+        position = await read_position(redis, symbol)
+        if position is None:
+            return None
+        plan = manual_exit(position, pct, now_ms())
+        await publish(redis, Service.QT, (Stream.APPLY_PLAN, plan))
+        return plan
+
+    plan = with_redis(go)
+    if plan is None:
+        console.print(f"no open position for {symbol}")
+        raise typer.Exit(EXIT_PROBLEMS)
+    console.print(f"published {plan.action.value} {plan.close_pct:g}% of {symbol}: plan_id {plan.plan_id} "
+                  f"trace_id {plan.trace_id} (follow it: qt trace {plan.plan_id})")

@@ -1,0 +1,1 @@
+"""governor: the policy in force and the one kill switch."""

@@ -1,0 +1,19 @@
+"""``python -m services.intent_bridge``: trade.intent -> apply.plan (entries) or policy.audit."""
+
+from __future__ import annotations
+
+from common.service import ServiceContext, run
+from common.streams import Service, Stream
+from services.intent_bridge.handler import IntentBridge
+
+
+async def setup(ctx: ServiceContext) -> None:
+    ctx.consume(Stream.TRADE_INTENT, IntentBridge(ctx.redis, ctx.settings).handle)
+
+
+def main() -> None:
+    run(Service.INTENT_BRIDGE, setup)
+
+
+if __name__ == "__main__":
+    main()

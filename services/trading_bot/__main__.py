@@ -1,0 +1,61 @@
+"""``python -m services.trading_bot``: a signal on every closed kline of ``market.klines``, intents to
+``trade.intent``; ``/health``, ``/metrics``, ``GET /signals``, ``POST /intents`` on 127.0.0.1:8006."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from common.backoff import Backoff
+from common.redis_client import REDIS_DOWN
+from common.service import ServiceContext, run
+from common.streams import Service
+from services.trading_bot.ai_client import AiClient
+from services.trading_bot.api import build_app
+from services.trading_bot.bot import Bot
+from services.trading_bot.window import read_after, seed_windows
+
+log = structlog.get_logger()
+
+
+async def setup(ctx: ServiceContext) -> None:
+    settings = ctx.settings
+    ai = AiClient(settings.http.ai_engine_url, settings.signal.ai_timeout_ms)
+    ctx.on_close(ai.aclose)
+    bot = Bot(ctx.redis, settings, ai, ctx.stop)
+    last_id = await seed_windows(ctx.redis, bot.windows, settings.signal.seed_max_entries)
+
+    async def klines_loop(ctx: ServiceContext) -> None:
+        nonlocal last_id
+        backoff = Backoff(settings.bus.reconnect_initial_ms / 1000, settings.bus.reconnect_max_ms / 1000)
+        failures = 0
+        while not ctx.stop.is_set():
+            ctx.beat("klines")
+            try:
+                entries = await read_after(ctx.redis, last_id, settings.signal.kline_read_count,
+                                           settings.signal.kline_block_ms)
+                for entry_id, fields in entries:
+                    await bot.on_entry(entry_id, fields)
+                    last_id = entry_id
+                    ctx.beat("klines")
+                failures = 0
+            except REDIS_DOWN as e:
+                delay = backoff.delay_s(failures)
+                failures += 1
+                log.warning("redis_unavailable", error=str(e) or type(e).__name__, retry_in_s=round(delay, 3))
+                try:
+                    await asyncio.wait_for(ctx.stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+
+    ctx.loop("klines", klines_loop)
+    ctx.serve_http(build_app(bot, settings, ctx.health))
+
+
+def main() -> None:
+    run(Service.TRADING_BOT, setup)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""From a signal to a ``trade.intent``: the deterministic id, the trading mathematician's sizing, levels
+rounded to the symbol's tick, and when an unchanged signal is worth publishing again."""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import ROUND_DOWN, Decimal
+
+from common.config import SignalSettings
+from common.contracts import Side, TradeIntent
+from common.exchange.rules import SymbolRules
+from common.maths.sizing import SizingParams, size_entry
+from services.trading_bot.signals import Signal
+
+CENT = Decimal("0.01")
+
+
+def intent_id(symbol: str, open_time: int, model: str) -> str:
+    """First 16 hex of sha256(``symbol|kline open_time|model``): two bots seeing one kline agree."""
+    return hashlib.sha256(f"{symbol}|{open_time}|{model}".encode()).hexdigest()[:16]
+
+
+def sizing_params(signal: SignalSettings) -> SizingParams:
+    return SizingParams(sl_atr_mult=signal.sl_atr_mult, min_sl_pct=signal.min_sl_pct,
+                        reward_risk=signal.reward_risk, leverage_cap=signal.leverage_cap,
+                        margin_fraction=signal.margin_fraction)
+
+
+def build_intent(*, symbol: str, open_time: int, signal: Signal, entry_price: Decimal, atr_pct: float,
+                 regime: str, balance: Decimal, rules: SymbolRules, params: SizingParams, source: str,
+                 trace_id: str) -> TradeIntent:
+    """The intent of ``signal`` on the kline opened at ``open_time``, sized by :func:`size_entry`.
+
+    The entry is rounded to the nearest tick; the stop-loss and take-profit away from the entry (a BUY's
+    stop down, its target up; mirrored for a SELL), so they stay on their side of it. Raises
+    ValueError (a ContractError or a pydantic ValidationError among them) when no valid intent exists.
+    """
+    entry = rules.round_price(entry_price)
+    sizing = size_entry(signal.side, entry, atr_pct, balance, rules.max_leverage, params)
+    buy = signal.side is Side.BUY
+    stop_loss = rules.round_price(sizing.stop_loss, up=not buy)
+    take_profit = rules.round_price(sizing.take_profit, up=buy)
+    return TradeIntent(
+        source=source, trace_id=trace_id, intent_id=intent_id(symbol, open_time, signal.model), symbol=symbol,
+        side=signal.side, confidence=round(min(max(signal.confidence, 0.0), 1.0), 6), entry_price=entry,
+        stop_loss=stop_loss, take_profit=take_profit,
+        position_size_usd=sizing.margin_usd.quantize(CENT, rounding=ROUND_DOWN), leverage=sizing.leverage,
+        model=signal.model, atr_pct=round(atr_pct, 8), regime=regime,
+    )
+
+
+def due(last: tuple[Side, int] | None, side: Side, open_time: int, interval_ms: int, repeat_after_klines: int
+        ) -> bool:
+    """Whether a signal is worth an intent: the first one, a change of side, or the same side again only
+    ``repeat_after_klines`` klines after the last one published (the cooldown would refuse it sooner)."""
+    if last is None:
+        return True
+    last_side, last_open_time = last
+    return side is not last_side or open_time - last_open_time >= repeat_after_klines * interval_ms
