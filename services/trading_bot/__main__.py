@@ -14,7 +14,7 @@ from common.streams import Service
 from services.trading_bot.ai_client import AiClient
 from services.trading_bot.api import build_app
 from services.trading_bot.bot import Bot
-from services.trading_bot.window import read_after, seed_windows
+from services.trading_bot.window import decision_points, read_after, seed_windows
 
 log = structlog.get_logger()
 
@@ -35,8 +35,9 @@ async def setup(ctx: ServiceContext) -> None:
             try:
                 entries = await read_after(ctx.redis, last_id, settings.signal.kline_read_count,
                                            settings.signal.kline_block_ms)
+                decide = decision_points(entries, len(entries) >= settings.signal.kline_read_count)
                 for entry_id, fields in entries:
-                    await bot.on_entry(entry_id, fields)
+                    await bot.on_entry(entry_id, fields, decide=entry_id in decide)
                     last_id = entry_id
                     ctx.beat("klines")
                 failures = 0

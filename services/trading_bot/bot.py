@@ -77,10 +77,11 @@ class Bot:
 
     # --- klines ----------------------------------------------------------------------------------
 
-    async def on_entry(self, entry_id: str, fields: dict[Any, Any]) -> SignalRecord | None:
-        """One ``market.klines`` entry: a decision when it is a new closed kline of a watched symbol."""
+    async def on_entry(self, entry_id: str, fields: dict[Any, Any], *, decide: bool = True) -> SignalRecord | None:
+        """One ``market.klines`` entry: a decision when it is a new closed kline of a watched symbol (and
+        ``decide``: a kline that is not the newest of its read only feeds the window)."""
         kline = parse(entry_id, fields)
-        if kline is None or not self.windows.add(kline):
+        if kline is None or not self.windows.add(kline) or not decide:
             return None
         self.last_kline_at = now_ms()
         return await self.on_closed_kline(kline)

@@ -113,3 +113,17 @@ async def read_after(redis: Redis, last_id: str, count: int, block_ms: int) -> l
     if not reply:
         return []
     return [(str(entry_id), fields) for entry_id, fields in reply[0][1]]
+
+
+def decision_points(entries: list[tuple[str, dict[Any, Any]]], batch_full: bool) -> set[str]:
+    """The entries of one read that are decisions: per symbol and interval, only the newest closed kline
+    — older ones (a backfill burst, a catch-up after an outage) only feed the windows — and none while
+    the read came back full (more is behind it: still catching up)."""
+    if batch_full:
+        return set()
+    newest: dict[tuple[str, str], str] = {}
+    for entry_id, fields in entries:
+        kline = parse(entry_id, fields)
+        if kline is not None and kline.closed:
+            newest[(kline.symbol, kline.interval)] = entry_id
+    return set(newest.values())

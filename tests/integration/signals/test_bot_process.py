@@ -53,17 +53,18 @@ def test_bot_process_falls_back_and_publishes(redis_url: str, tmp_path: Path) ->
         assert httpx.get(f"{base}/health", timeout=2).json()["windows"] == {"BTCUSDT:1m": 40}
         new = trend(3, first=40)
 
-        async def more() -> None:
+        async def more(kline: Any) -> None:
             r = Redis.from_url(redis_url, decode_responses=True)
-            await send(r, new)
+            await send(r, [kline])
             await r.aclose()
 
-        run(more())
+        for n, kline in enumerate(new, start=1):  # one closed kline at a time, as a live market sends them
+            run(more(kline))
 
-        def decided() -> bool:
-            return len(httpx.get(f"{base}/signals", timeout=2).json()["signals"]) >= 3
+            def decided(n: int = n) -> bool:
+                return len(httpx.get(f"{base}/signals", timeout=2).json()["signals"]) >= n
 
-        poll_sync(decided, timeout_s=15)
+            poll_sync(decided, timeout_s=15)
         entries = client.xrange(keys.stream(Stream.TRADE_INTENT))
         [intent] = [decode(TradeIntent, fields) for _, fields in entries]
         assert intent.side.value == "BUY" and intent.model == FALLBACK_MODEL

@@ -1,0 +1,95 @@
+"""exitbrain's memory of one position: the hash ``quantum:exit:state:{symbol}`` (DESIGN §4).
+
+It holds what the pure decisions need between two marks: the ladder (stage reached, best price, the
+stop in force in software), the stop exitbrain last asked the exchange for, the market state at entry
+(for the kill score), the position's base stop and target (so the levels do not drift once its stop
+moves), and what has been proposed already (one plan per position and stage). It is started afresh
+when the position's ``plan_id`` changes, and written in the same commit as the plans it explains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+from common.contracts import plain_decimal
+
+
+@dataclass(frozen=True)
+class ExitState:
+    """One position's exit memory. Prices are ``Decimal``; ``stage`` is the harvest stage reached (0..3)."""
+
+    position_plan_id: str
+    stage: int
+    #: the best mark seen since entry (highest for a long, lowest for a short): the trailing anchor
+    peak_price: Decimal
+    #: the stop in force in software (the ladder's): crossing it closes the position
+    ladder_stop: Decimal
+    #: the stop exitbrain last asked for (or the position's own at first sight): what the exchange holds
+    stop_loss: Decimal | None
+    #: base stop and target distances (price-move fractions) of the position at first sight
+    base_sl: float
+    base_tp: float
+    #: market state when the position was first seen with one (None until then)
+    sigma_at_entry: float | None = None
+    ts_strength_at_entry: float | None = None
+    #: harvest stages already turned into plans ("TP1", "TP2", "TP3")
+    proposed: frozenset[str] = frozenset()
+    #: True once the regime was seen *not* against the position: only then can it turn against it (a
+    #: position opened in a market without a trend has no trend to lose)
+    regime_armed: bool = False
+    #: the reason of the full close already proposed ("" while none): nothing more is proposed after it
+    closing: str = ""
+    updated_at: int = 0
+
+    @property
+    def has_entry_market(self) -> bool:
+        return self.sigma_at_entry is not None and self.ts_strength_at_entry is not None
+
+    def with_changes(self, **changes: object) -> ExitState:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def to_hash(self) -> dict[str, str]:
+        return {
+            "position_plan_id": self.position_plan_id,
+            "stage": str(self.stage),
+            "peak_price": plain_decimal(self.peak_price),
+            "ladder_stop": plain_decimal(self.ladder_stop),
+            "stop_loss": "" if self.stop_loss is None else plain_decimal(self.stop_loss),
+            "base_sl": repr(self.base_sl),
+            "base_tp": repr(self.base_tp),
+            "sigma_at_entry": "" if self.sigma_at_entry is None else repr(self.sigma_at_entry),
+            "ts_strength_at_entry": "" if self.ts_strength_at_entry is None else repr(self.ts_strength_at_entry),
+            "proposed": ",".join(sorted(self.proposed)),
+            "regime_armed": "true" if self.regime_armed else "false",
+            "closing": self.closing,
+            "updated_at": str(self.updated_at),
+        }
+
+    @classmethod
+    def from_hash(cls, fields: dict[str, str]) -> ExitState | None:
+        """The state in a hash, or None when it is absent or unreadable (it is then started afresh)."""
+        if not fields:
+            return None
+        try:
+            return cls(
+                position_plan_id=fields["position_plan_id"],
+                stage=int(fields["stage"]),
+                peak_price=Decimal(fields["peak_price"]),
+                ladder_stop=Decimal(fields["ladder_stop"]),
+                stop_loss=Decimal(fields["stop_loss"]) if fields.get("stop_loss") else None,
+                base_sl=float(fields["base_sl"]),
+                base_tp=float(fields["base_tp"]),
+                sigma_at_entry=_optional_float(fields.get("sigma_at_entry")),
+                ts_strength_at_entry=_optional_float(fields.get("ts_strength_at_entry")),
+                proposed=frozenset(s for s in fields.get("proposed", "").split(",") if s),
+                regime_armed=fields.get("regime_armed") == "true",
+                closing=fields.get("closing", ""),
+                updated_at=int(fields.get("updated_at") or 0),
+            )
+        except (KeyError, ValueError, ArithmeticError):
+            return None
+
+
+def _optional_float(raw: str | None) -> float | None:
+    return float(raw) if raw else None

@@ -1,0 +1,124 @@
+"""harvest_proposal's decisions (pure): a position and a mark in, ``harvest.proposal`` entries out.
+
+The position's adaptive take-profit ladder (DESIGN §7, from its own stop and target and its leverage)
+is walked mark by mark; each stage reached gives one proposal — stage, trigger price, the share of what
+is open to close, the stop after it and the R multiple at the mark. Proposals, not orders: exitbrain
+decides, once per stage. The ladder lives in memory; after a restart a stage may be proposed again,
+which exitbrain ignores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from common.config import Settings
+from common.contracts import HarvestProposal, HarvestStage
+from common.maths.levels import (
+    ExitLadderState,
+    Harvest,
+    LevelParams,
+    LevelPrices,
+    Split,
+    adaptive_levels,
+    advance,
+    level_prices,
+    start_ladder,
+)
+from common.positions import PositionRecord
+from common.streams import Service
+
+STAGES: dict[int, HarvestStage] = {1: HarvestStage.TP1, 2: HarvestStage.TP2, 3: HarvestStage.TP3}
+
+
+@dataclass(frozen=True)
+class ProposalParams:
+    """The ladder's constants (``[exit]`` settings) and the fallbacks for a position without levels."""
+
+    levels: LevelParams = field(default_factory=LevelParams)
+    default_sl: float = 0.03
+    reward_risk: float = 1.33
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProposalParams:
+        e = settings.exit
+        return cls(
+            levels=LevelParams(tp_min=e.tp_min, sl_min=e.sl_min, sl_max=e.sl_max,
+                               trailing_callback_pct=e.trailing_callback_pct,
+                               min_stop_step_pct=e.min_stop_step_pct, fee_rate=e.fee_rate,
+                               split_low=e.split_low, split_low_max_leverage=e.split_low_max_leverage,
+                               split_mid=e.split_mid, split_mid_max_leverage=e.split_mid_max_leverage,
+                               split_high=e.split_high),
+            default_sl=settings.signal.min_sl_pct,
+            reward_risk=settings.signal.reward_risk,
+        )
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """One position's walk up the ladder, as harvest_proposal remembers it."""
+
+    position_plan_id: str
+    base_sl: float
+    base_tp: float
+    state: ExitLadderState
+
+
+def base_fractions(position: PositionRecord, params: ProposalParams) -> tuple[float, float]:
+    """Stop and target distances of the position as fractions of its entry (a missing or misplaced one —
+    a stop already moved past entry — falls back to the trading mathematician's defaults)."""
+    entry, sign = position.entry_price, position.side.sign
+    base_sl = params.default_sl
+    if position.stop_loss is not None and (entry - position.stop_loss) * sign > 0:
+        base_sl = float(abs(entry - position.stop_loss) / entry)
+    base_tp = base_sl * params.reward_risk
+    if position.take_profit is not None and (position.take_profit - entry) * sign > 0:
+        base_tp = float(abs(position.take_profit - entry) / entry)
+    return base_sl, base_tp
+
+
+def levels_of(position: PositionRecord, base_sl: float, base_tp: float,
+              params: ProposalParams) -> tuple[LevelPrices, Split]:
+    """The adaptive TP1..TP3 and SL prices of the position (leverage-aware) and its harvest split."""
+    levels = adaptive_levels(position.leverage, base_sl, base_tp, params.levels)
+    return level_prices(position.side, position.entry_price, levels), levels.split
+
+
+def start(position: PositionRecord, params: ProposalParams) -> Ladder:
+    """The ladder of a position seen for the first time: stage 0, the stop its leverage-aware SL."""
+    base_sl, base_tp = base_fractions(position, params)
+    prices, _ = levels_of(position, base_sl, base_tp, params)
+    return Ladder(position.plan_id, base_sl, base_tp, start_ladder(position.entry_price, prices))
+
+
+def proposal_trace_id(position_plan_id: str, stage: HarvestStage) -> str:
+    """A proposal starts a chain; its trace id is deterministic so a re-proposal is recognisable."""
+    return hashlib.sha256(f"{position_plan_id}|{stage.value}|proposal".encode()).hexdigest()[:16]
+
+
+def r_multiple(position: PositionRecord, ladder: Ladder, mark: Decimal) -> float:
+    """Profit per unit at ``mark`` over the initial risk per unit (entry to the position's first stop)."""
+    risk = position.entry_price * Decimal(repr(ladder.base_sl))
+    return float((mark - position.entry_price) * position.side.sign / risk) if risk > 0 else 0.0
+
+
+def propose(position: PositionRecord, ladder: Ladder | None, mark: Decimal, now: int,
+            params: ProposalParams) -> tuple[Ladder, list[HarvestProposal]]:
+    """Walk the ladder to ``mark``: the new ladder and a proposal per take-profit stage reached."""
+    if ladder is None or ladder.position_plan_id != position.plan_id:
+        ladder = start(position, params)
+    prices, split = levels_of(position, ladder.base_sl, ladder.base_tp, params)
+    state, actions = advance(position.side, position.entry_price, mark, ladder.state, prices, split, params.levels)
+    ladder = Ladder(ladder.position_plan_id, ladder.base_sl, ladder.base_tp, state)
+    r = r_multiple(position, ladder, mark)
+    proposals = [
+        HarvestProposal(
+            source=Service.HARVEST_PROPOSAL, trace_id=proposal_trace_id(position.plan_id, STAGES[a.stage]), ts=now,
+            symbol=position.symbol, position_plan_id=position.plan_id, stage=STAGES[a.stage],
+            trigger_price=a.trigger_price, close_pct=a.close_pct_of_current, new_stop_loss=a.new_stop, r_multiple=r,
+        )
+        for a in actions
+        if isinstance(a, Harvest)
+    ]
+    return ladder, proposals

@@ -1,0 +1,127 @@
+"""Drift between the position hashes and the exchange (pure), and what ``monitor.resolution`` does
+about it.
+
+Each drift kind is reported once when it starts (``reconcile.events`` and ``alerts``) and once more as
+``RESOLVED`` when it ends. ``report`` says so. ``adopt`` would publish the plan that makes the two equal
+— but with today's executor no such plan exists, so adopt publishes none and names the remedy instead:
+
+apply_layer books every fill of its orders into the position hash *and* trades it on the exchange, so a
+plan moves both sides by the same filled quantity and can never close a gap apply_layer did not make
+(``tests/integration/books/test_adopt.py`` shows a full close of a hash larger than the exchange's
+position leaving the difference behind as ``MISSING_ON_EXCHANGE``). Per kind:
+
+- ``MISSING_ON_EXCHANGE``: a close is refused (reduce-only, nothing to reduce). The hash goes when
+  apply_layer books the closing fill it missed (its fill catch-up runs every
+  ``apply.reconcile_interval_s``); a position closed outside the fleet needs an operator.
+- ``MISSING_IN_REDIS``: apply_layer refuses exits without a hash (``no_position``) and an entry would
+  add to the untracked, unprotected position: close it on the exchange.
+- ``QTY_MISMATCH`` / ``SIDE_MISMATCH``: any close moves both sides alike: settle it on the exchange.
+
+Adopting the exchange's truth needs an executor action that rewrites the hash from the exchange under
+apply_layer's symbol lock; the position hash is apply_layer's and is never written here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+from common.contracts import ReconcileKind
+
+ZERO = Decimal(0)
+Resolution = Literal["report", "adopt"]
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One symbol whose signed quantity in Redis differs from the exchange's (or RESOLVED: no longer)."""
+
+    symbol: str
+    kind: ReconcileKind
+    redis_qty: Decimal
+    exchange_qty: Decimal
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """What was done about a drift: ``action_taken`` as published."""
+
+    action_taken: str
+
+
+def drift_kind(ours: Decimal, theirs: Decimal) -> ReconcileKind | None:
+    """What differs between our signed quantity and the exchange's, or None when they agree."""
+    if ours == theirs:
+        return None
+    if ours == 0:
+        return ReconcileKind.MISSING_IN_REDIS
+    if theirs == 0:
+        return ReconcileKind.MISSING_ON_EXCHANGE
+    if (ours > 0) != (theirs > 0):
+        return ReconcileKind.SIDE_MISMATCH
+    return ReconcileKind.QTY_MISMATCH
+
+
+def find_drift(ours: Mapping[str, Decimal], theirs: Mapping[str, Decimal]) -> dict[str, Drift]:
+    """Every symbol whose signed quantities differ (a symbol absent from a side holds 0 there)."""
+    found: dict[str, Drift] = {}
+    for symbol in sorted(set(ours) | set(theirs)):
+        our_qty, their_qty = ours.get(symbol, ZERO), theirs.get(symbol, ZERO)
+        kind = drift_kind(our_qty, their_qty)
+        if kind is not None:
+            found[symbol] = Drift(symbol, kind, our_qty, their_qty)
+    return found
+
+
+def confirmed(first: Mapping[str, Drift], second: Mapping[str, Drift],
+              known: Mapping[str, Drift]) -> dict[str, Drift]:
+    """The drift of ``second`` that is real: already known, or seen the same in both looks (a drift seen
+    once is an order in flight between the exchange and apply_layer's commit)."""
+    return {symbol: drift for symbol, drift in second.items()
+            if (symbol in known and known[symbol].kind is drift.kind)
+            or (symbol in first and first[symbol].kind is drift.kind)}
+
+
+def changes(known: Mapping[str, Drift], current: Mapping[str, Drift],
+            ours: Mapping[str, Decimal]) -> tuple[list[Drift], list[Drift]]:
+    """(drifts that started — new, or a different kind — and RESOLVED ones that ended)."""
+    started = [d for s, d in current.items() if s not in known or known[s].kind is not d.kind]
+    ended = [Drift(s, ReconcileKind.RESOLVED, ours.get(s, ZERO), ours.get(s, ZERO))
+             for s in sorted(known) if s not in current]
+    return started, ended
+
+
+def resolve(drift: Drift, resolution: Resolution) -> Remedy:
+    """What ``resolution`` does about a drift that started (see the module docstring)."""
+    if drift.kind is ReconcileKind.RESOLVED:
+        return Remedy("none")
+    if resolution == "report":
+        return Remedy("reported")
+    if drift.kind is ReconcileKind.MISSING_ON_EXCHANGE:
+        return Remedy("awaiting_apply_layer_fill_catch_up")
+    if drift.kind is ReconcileKind.MISSING_IN_REDIS:
+        return Remedy("manual:untracked_exchange_position")
+    if drift.kind is ReconcileKind.SIDE_MISMATCH:
+        return Remedy("manual:side_mismatch")
+    if abs(drift.exchange_qty) > abs(drift.redis_qty):
+        return Remedy("manual:untracked_excess_on_exchange")
+    return Remedy("manual:exchange_holds_less")
+
+
+def operator_hint(action_taken: str) -> str:
+    """What an operator must do after an action (the alert's reason text)."""
+    hints = {
+        "reported": "resolution=report: compare the exchange and the position hash and settle by hand",
+        "awaiting_apply_layer_fill_catch_up": "apply_layer books the missed closing fill on its next catch-up; "
+                                              "if the drift stays, the position was closed outside the fleet",
+        "manual:untracked_exchange_position": "the exchange holds a position the fleet does not manage "
+                                              "(no protective orders): close it on the exchange",
+        "manual:side_mismatch": "the exchange holds the other side: close it on the exchange",
+        "manual:untracked_excess_on_exchange": "the exchange holds more than the fleet manages: reduce it on "
+                                               "the exchange",
+        "manual:exchange_holds_less": "the exchange holds less than the position hash: a fill was missed; "
+                                      "close the rest on the exchange",
+    }
+    return hints.get(action_taken, "")

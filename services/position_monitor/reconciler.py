@@ -1,0 +1,115 @@
+"""One reconciliation pass: read the position hashes and the exchange, confirm a new drift by looking
+again after ``monitor.confirm_delay_s``, publish what started or ended, keep the result for
+``GET /reconcile``. The decisions are :mod:`services.position_monitor.reconcile`'s."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import structlog
+from redis.asyncio import Redis
+
+from common.bus import Effects, commit
+from common.config import MonitorSettings
+from common.contracts import AlertEvent, ReconcileEvent, new_trace_id, now_ms
+from common.exchange.base import Exchange
+from common.logging import bound
+from common.positions import PositionRecord, all_positions
+from common.streams import Service, Stream
+from services.position_monitor.metrics import METRICS
+from services.position_monitor.reconcile import Drift, changes, confirmed, find_drift, operator_hint, resolve
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class Published:
+    """A drift event of the pass, with what was done."""
+
+    drift: Drift
+    action_taken: str
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    """The result of one pass."""
+
+    at: int
+    resolution: str
+    redis_positions: int
+    exchange_positions: int
+    #: every drift open after the pass (reported when it started)
+    drifts: tuple[Drift, ...]
+    #: what this pass published: drifts that started and RESOLVED ones
+    events: tuple[Published, ...] = field(default_factory=tuple)
+
+
+class Reconciler:
+    def __init__(self, redis: Redis, exchange: Exchange, settings: MonitorSettings) -> None:
+        self.redis = redis
+        self.exchange = exchange
+        self.settings = settings
+        #: open drift by symbol (in memory: a restart reports a drift still open once more)
+        self.known: dict[str, Drift] = {}
+        self.last: ReconcileReport | None = None
+
+    async def _read(self) -> tuple[dict[str, PositionRecord], dict[str, Decimal], dict[str, Decimal]]:
+        # the hashes first: an order in flight shows on the exchange before apply_layer commits the hash
+        records = await all_positions(self.redis)
+        theirs = {s: p.position_amt for s, p in (await self.exchange.positions()).items() if p.position_amt != 0}
+        return records, {s: p.signed_qty for s, p in records.items()}, theirs
+
+    async def run_once(self, stop: asyncio.Event | None = None) -> ReconcileReport:
+        records, ours, theirs = await self._read()
+        first = find_drift(ours, theirs)
+        current = first
+        if any(s not in self.known or self.known[s].kind is not d.kind for s, d in first.items()):
+            if self.settings.confirm_delay_s > 0:
+                await _wait(stop, self.settings.confirm_delay_s)
+            records, ours, theirs = await self._read()
+            current = confirmed(first, find_drift(ours, theirs), self.known)
+        started, ended = changes(self.known, current, ours)
+        events: list[Published] = []
+        effects = Effects()
+        for drift in started + ended:
+            events.append(self._publish(effects, drift))
+        if effects.ops:
+            await commit(self.redis, effects.ops, service=Service.POSITION_MONITOR)
+        self.known = dict(current)
+        METRICS.drift.set(len(self.known))
+        self.last = ReconcileReport(now_ms(), self.settings.resolution, len(records), len(theirs),
+                                    tuple(current.values()), tuple(events))
+        return self.last
+
+    def _publish(self, effects: Effects, drift: Drift) -> Published:
+        trace_id = new_trace_id()
+        remedy = resolve(drift, self.settings.resolution)
+        effects.publish(Stream.RECONCILE_EVENTS, ReconcileEvent(
+            source=Service.POSITION_MONITOR, trace_id=trace_id, symbol=drift.symbol, kind=drift.kind,
+            redis_qty=drift.redis_qty, exchange_qty=drift.exchange_qty, action_taken=remedy.action_taken))
+        resolved = drift.kind.value == "RESOLVED"
+        effects.publish(Stream.ALERTS, AlertEvent(
+            source=Service.POSITION_MONITOR, trace_id=trace_id,
+            kind="RECONCILE_RESOLVED" if resolved else "RECONCILE_DRIFT",
+            reason=drift.kind.value if resolved else f"{drift.kind.value}: {operator_hint(remedy.action_taken)}",
+            details={"symbol": drift.symbol, "redis_qty": str(drift.redis_qty),
+                     "exchange_qty": str(drift.exchange_qty), "action_taken": remedy.action_taken,
+                     "resolution": self.settings.resolution}))
+        METRICS.drift_events.labels(drift.kind.value).inc()
+        with bound(symbol=drift.symbol, trace_id=trace_id):
+            log.warning("reconcile_resolved" if resolved else "reconcile_drift", kind=drift.kind.value,
+                        redis_qty=str(drift.redis_qty), exchange_qty=str(drift.exchange_qty),
+                        action_taken=remedy.action_taken)
+        return Published(drift, remedy.action_taken)
+
+
+async def _wait(stop: asyncio.Event | None, seconds: float) -> None:
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass

@@ -1,0 +1,80 @@
+"""harvest_proposal's pure ladder walk: one proposal per stage reached, with its numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.contracts import HarvestProposal, HarvestStage, PositionSide, decode, encode
+from services.harvest_proposal.propose import Ladder, ProposalParams, base_fractions, levels_of, propose
+from tests.unit.exitbrain.builders import PLAN, T0, D, position
+
+PARAMS = ProposalParams()
+
+
+def walk(pos: object, marks: list[D], ladder: Ladder | None = None) -> tuple[Ladder, list[list[HarvestProposal]]]:
+    from common.positions import PositionRecord
+
+    assert isinstance(pos, PositionRecord)
+    steps = []
+    for mark in marks:
+        ladder, out = propose(pos, ladder, mark, T0, PARAMS)
+        steps.append(out)
+    assert ladder is not None
+    return ladder, steps
+
+
+@pytest.mark.parametrize(("side", "breakeven"), [(PositionSide.LONG, "100.1"), (PositionSide.SHORT, "99.9")])
+def test_each_stage_reached_is_proposed_once_with_its_numbers(side: PositionSide, breakeven: str) -> None:
+    """TP1, TP2, TP3 each give one proposal: trigger price the level, close 30 %, 3/7 and 100 % of what is
+    open, the stop after TP1 at break-even, the R multiple at the mark (0.5 % initial risk); a repeated
+    mark proposes nothing."""
+    pos = position(side)
+    base_sl, base_tp = base_fractions(pos, PARAMS)
+    prices, _ = levels_of(pos, base_sl, base_tp, PARAMS)
+
+    _, steps = walk(pos, [prices.tp1, prices.tp1, prices.tp2, prices.tp3])
+
+    assert steps[1] == []
+    [tp1], [tp2], [tp3] = steps[0], steps[2], steps[3]
+    assert [p.stage for p in (tp1, tp2, tp3)] == [HarvestStage.TP1, HarvestStage.TP2, HarvestStage.TP3]
+    assert [p.trigger_price for p in (tp1, tp2, tp3)] == [prices.tp1, prices.tp2, prices.tp3]
+    assert [p.close_pct for p in (tp1, tp2, tp3)] == pytest.approx([30.0, 300 / 7, 100.0])
+    assert tp1.new_stop_loss == D(breakeven)
+    assert tp1.r_multiple == pytest.approx(float(abs(prices.tp1 - 100)) / 0.5)
+    assert (tp1.position_plan_id, tp1.symbol, tp1.source) == (PLAN, "BTCUSDT", "harvest_proposal")
+    assert decode(HarvestProposal, encode(tp1)) == tp1
+
+
+def test_a_restart_proposes_again_with_the_same_trace() -> None:
+    """Without its ladder (a restart) the stage is proposed again, with the same deterministic trace id:
+    proposals, not orders — exitbrain keeps one plan per stage."""
+    pos = position()
+    base_sl, base_tp = base_fractions(pos, PARAMS)
+    prices, _ = levels_of(pos, base_sl, base_tp, PARAMS)
+
+    _, first = walk(pos, [prices.tp1])
+    _, again = walk(pos, [prices.tp1])
+
+    assert [p.stage for p in again[0]] == [HarvestStage.TP1]
+    assert again[0][0].trace_id == first[0][0].trace_id
+
+
+def test_a_new_entry_plan_restarts_the_ladder() -> None:
+    """A ladder at stage 3 of one position does not hold back the next position of the symbol."""
+    old = position()
+    base_sl, base_tp = base_fractions(old, PARAMS)
+    prices, _ = levels_of(old, base_sl, base_tp, PARAMS)
+    ladder, _ = walk(old, [prices.tp3])
+    assert ladder.state.stage == 3
+
+    _, steps = walk(position(plan_id="cccccccccccccccc"), [prices.tp1], ladder)
+
+    assert [(p.stage, p.position_plan_id) for p in steps[0]] == [(HarvestStage.TP1, "cccccccccccccccc")]
+
+
+def test_a_stop_moved_past_entry_falls_back_to_the_default_risk() -> None:
+    """A long whose stop already sits above entry (break-even) has no usable stop distance: base_sl is the
+    trading mathematician's 3 %; the target still comes from its take-profit."""
+    base_sl, base_tp = base_fractions(position(stop="100.1", tp="104"), PARAMS)
+
+    assert (base_sl, base_tp) == (0.03, pytest.approx(0.04))
