@@ -1,0 +1,1 @@
+"""Benchmarks: they print figures (never asserted as time limits). Run with ``make bench``."""
