@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint unit soak chaos bench install clean
+.PHONY: run test lint soak chaos bench install clean
+PREFIX ?= /opt/quantum-trader
+SERVICE_USER ?= quantum
+DEST ?= /etc/systemd/system
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,15 +27,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check common services tests bench
 	$(BIN)/mypy
 
-## soak / chaos: the long versions of the soak and crash tests
+## soak / chaos: the long versions of the soak and crash tests (make test runs the short ones)
 soak: $(STAMP)
-	QT_SOAK_ENTRIES=100000 QT_SOAK_KILLS=100 $(BIN)/python -m pytest -m slow tests -k soak -s
+	QT_SOAK_ENTRIES=40000 QT_SOAK_KILLS=80 $(BIN)/python -m pytest tests/integration/test_bus_processes.py -k soak -s
 
 chaos: $(STAMP)
-	QT_CHAOS_ROUNDS=50 $(BIN)/python -m pytest -m slow tests -k chaos -s
+	QT_CHAOS_PLANS=2000 QT_CHAOS_ROUNDS=40 $(BIN)/python -m pytest tests/integration/apply_layer/test_crash.py -s
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+## install: render the systemd units for PREFIX (the checkout installed there) into DEST
+install: $(STAMP)
+	$(BIN)/qt install --prefix $(PREFIX) --user $(SERVICE_USER) --dest $(DEST)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

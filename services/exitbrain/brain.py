@@ -14,6 +14,7 @@ from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 
 import structlog
+from prometheus_client import Histogram
 from redis.asyncio import Redis
 
 from common import keys
@@ -27,6 +28,10 @@ from common.redis_client import hgetall
 from common.streams import Service, Stream
 from services.exitbrain.decide import ExitParams, Outcome, PnlThrottle, evaluate, on_proposal, pnl
 from services.exitbrain.exit_state import ExitState
+
+#: the distribution of kill scores over open positions (observed at the exitbrain.pnl rate)
+KILL_SCORE = Histogram("qt_exitbrain_kill_score", "Kill score of open positions",
+                       buckets=(0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1.0))
 
 log = structlog.get_logger()
 
@@ -90,6 +95,8 @@ class ExitBrain:
             self.tracked.add(symbol)
             if pnl_due:
                 self.throttle.mark(symbol, now)
+                if outcome.kill is not None:
+                    KILL_SCORE.observe(outcome.kill.score)
             _log_outcome(position, state, outcome, mark)
 
     async def _forget(self, symbol: str) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import structlog
+from prometheus_client import Gauge
 from redis.asyncio import Redis
 
 from common import keys
@@ -29,6 +30,9 @@ from common.logging import bound
 from common.maths.ledger import Account, LedgerPosition, apply_fill, book, new_account
 from common.redis_client import hgetall
 from common.streams import Service, Stream
+
+EQUITY = Gauge("qt_ledger_equity", "Account equity as the ledger books it (USDT)")
+DRAWDOWN = Gauge("qt_ledger_drawdown", "Drawdown from peak equity (fraction)")
 
 log = structlog.get_logger()
 
@@ -210,6 +214,8 @@ def booking_effects(fill: ExecutionResult, booking: Booking, *, now: int) -> Eff
         effects.hset(keys.ledger_trade(fill.symbol), trade_to_hash(booking.trade, now), replace=True)
     effects.hset(keys.position_ledger(fill.symbol), ledger_to_hash(booking.ledger))
     effects.hset(keys.ledger_account(), account_to_hash(booking.account, now))
+    EQUITY.set(float(booking.account.equity))
+    DRAWDOWN.set(float(booking.account.drawdown))
     effects.set(keys.ledger_fill(fill.fill_id), str(now), ttl_ms=FILL_MARKER_TTL_MS)
     if booking.closed is not None:
         effects.publish(Stream.TRADE_CLOSED, booking.closed)
