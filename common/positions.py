@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from common import keys
 from common.contracts.base import plain_decimal
-from common.contracts.enums import PositionSide
+from common.contracts.enums import PositionSide, ReconcileKind
 from common.redis_client import hgetall
 
 
@@ -102,3 +102,16 @@ async def all_positions(redis: Redis) -> dict[str, PositionRecord]:
         if position is not None:
             found[symbol] = position
     return found
+
+
+def drift_kind(ours: Decimal, theirs: Decimal) -> ReconcileKind | None:
+    """What differs between our signed quantity of a symbol and the exchange's, or None when they agree."""
+    if ours == theirs:
+        return None
+    if ours == 0:
+        return ReconcileKind.MISSING_IN_REDIS
+    if theirs == 0:
+        return ReconcileKind.MISSING_ON_EXCHANGE
+    if (ours > 0) != (theirs > 0):
+        return ReconcileKind.SIDE_MISMATCH
+    return ReconcileKind.QTY_MISMATCH

@@ -23,6 +23,7 @@ from prometheus_client import start_http_server
 from redis.asyncio import Redis
 
 from common import keys, streams
+from common.backoff import Backoff
 from common.bus.consumer import Consumer, Guard, Handler, LaneKey, consumer_name
 from common.config import ConfigurationError, Settings, exit_config_error, settings_or_exit
 from common.contracts.base import now_ms
@@ -68,6 +69,30 @@ class ServiceContext:
         counts on it) and return once ``stop`` is set; an exception stops the service (exit 1)."""
         self.loops[name] = fn
         self.beat(name)
+
+    def repeat(self, name: str, step: Callable[[], Awaitable[None]]) -> None:
+        """A loop that runs ``step`` until the service stops (``step`` waits itself, e.g. a blocking
+        read). A Redis outage is ridden out with capped backoff and jitter, never a crash."""
+
+        async def loop(ctx: ServiceContext) -> None:
+            backoff = Backoff(ctx.settings.bus.reconnect_initial_ms / 1000, ctx.settings.bus.reconnect_max_ms / 1000)
+            failures = 0
+            while not ctx.stop.is_set():
+                ctx.beat(name)
+                try:
+                    await step()
+                    failures = 0
+                except REDIS_DOWN as e:
+                    delay = backoff.delay_s(failures)
+                    failures += 1
+                    log.warning("redis_unavailable", loop=name, error=str(e) or type(e).__name__,
+                                retry_in_s=round(delay, 3))
+                    try:
+                        await asyncio.wait_for(ctx.stop.wait(), timeout=delay)
+                    except TimeoutError:
+                        pass
+
+        self.loop(name, loop)
 
     def beat(self, name: str) -> None:
         self.progress[name] = time.monotonic()

@@ -15,26 +15,13 @@ from common import keys, streams
 from common.bus import Effects, commit
 from common.contracts import AlertEvent, ReconcileEvent, ReconcileKind, new_trace_id
 from common.exchange.base import Exchange
-from common.positions import all_positions
+from common.positions import all_positions, drift_kind
 from common.streams import Service, Stream
 from services.apply_layer.executor import Executor
 from services.apply_layer.metrics import METRICS
 from services.apply_layer.records import submitting_records
 
 log = structlog.get_logger()
-
-
-def drift_kind(ours: Decimal, theirs: Decimal) -> ReconcileKind | None:
-    """What differs between our signed quantity and the exchange's, or None when they agree."""
-    if ours == theirs:
-        return None
-    if ours == 0:
-        return ReconcileKind.MISSING_IN_REDIS
-    if theirs == 0:
-        return ReconcileKind.MISSING_ON_EXCHANGE
-    if (ours > 0) != (theirs > 0):
-        return ReconcileKind.SIDE_MISMATCH
-    return ReconcileKind.QTY_MISMATCH
 
 
 async def settle_submitting(redis: Redis, executor: Executor) -> int:

@@ -8,17 +8,12 @@ through the group ``exitbrain``.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from decimal import Decimal
-from typing import Any
 
 import structlog
 
-from common import keys, streams
-from common.backoff import Backoff
-from common.contracts import ContractError, MarketTick, decode
-from common.redis_client import REDIS_DOWN
+from common import keys
+from common.bus.latest import TickFollower
 from common.service import ServiceContext, run
 from common.streams import Service, Stream
 from services.exitbrain.brain import ExitBrain
@@ -36,43 +31,19 @@ async def setup(ctx: ServiceContext) -> None:
     ctx.consume(Stream.HARVEST_PROPOSAL, brain.handle_proposal, lane=lambda m: getattr(m, "symbol", ""),
                 guard=brain.guard)
 
-    async def marks(ctx: ServiceContext) -> None:
-        settings = ctx.settings
-        tick_key = streams.get(Stream.MARKET_TICK).key
-        interval_s = settings.exit.evaluate_interval_s
-        backoff = Backoff(settings.bus.reconnect_initial_ms / 1000, settings.bus.reconnect_max_ms / 1000)
-        last_id, next_scan, failures = "$", 0.0, 0
-        while not ctx.stop.is_set():
-            ctx.beat("marks")
-            try:
-                block_ms = max(1, min(settings.bus.block_ms, int((next_scan - time.monotonic()) * 1000)))
-                entries: Any = await ctx.redis.xread({tick_key: last_id}, count=TICK_BATCH, block=block_ms)
-                latest: dict[str, Decimal] = {}
-                for _, batch in entries or []:
-                    for entry_id, fields in batch:
-                        last_id = entry_id
-                        try:
-                            tick = decode(MarketTick, fields)
-                        except ContractError as e:
-                            log.warning("tick_unreadable", entry_id=entry_id, error=str(e))
-                            continue
-                        latest[tick.symbol] = tick.mark_price
-                for symbol, mark in latest.items():
-                    await brain.evaluate_symbol(symbol, mark)
-                if time.monotonic() >= next_scan:
-                    next_scan = time.monotonic() + interval_s
-                    await brain.scan()
-                failures = 0
-            except REDIS_DOWN as e:
-                delay = backoff.delay_s(failures)
-                failures += 1
-                log.warning("redis_unavailable", error=str(e) or type(e).__name__, retry_in_s=round(delay, 3))
-                try:
-                    await asyncio.wait_for(ctx.stop.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
+    ticks = TickFollower(ctx.redis, TICK_BATCH)
+    next_scan = 0.0
 
-    ctx.loop("marks", marks)
+    async def marks() -> None:
+        nonlocal next_scan
+        block_ms = min(ctx.settings.bus.block_ms, int((next_scan - time.monotonic()) * 1000))
+        for symbol, mark in (await ticks.marks(block_ms)).items():
+            await brain.evaluate_symbol(symbol, mark)
+        if time.monotonic() >= next_scan:
+            next_scan = time.monotonic() + ctx.settings.exit.evaluate_interval_s
+            await brain.scan()
+
+    ctx.repeat("marks", marks)
 
 
 def main() -> None:

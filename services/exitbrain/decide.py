@@ -34,19 +34,17 @@ from common.contracts import (
     MarketState,
     PositionSide,
 )
+from common.exit_levels import LadderParams, base_fractions, levels_of
 from common.maths.kill_score import KillScore, KillScoreParams, kill_score, regime_flipped
 from common.maths.levels import (
     ExitLadderState,
     Harvest,
-    LevelParams,
     LevelPrices,
     Split,
     StopHit,
-    adaptive_levels,
     advance,
     breakeven_price,
     close_pct_of_current,
-    level_prices,
     stop_moved_enough,
     tighten,
     trailing_stop,
@@ -62,15 +60,11 @@ _HEX16 = re.compile(r"^[0-9a-f]{16}$")
 
 
 @dataclass(frozen=True)
-class ExitParams:
-    """The constants of exitbrain's decisions (``[exit]`` settings, DESIGN §7 defaults)."""
+class ExitParams(LadderParams):
+    """The constants of exitbrain's decisions (``[exit]`` settings, DESIGN §7 defaults): the ladder's and
+    the kill score's."""
 
     kill: KillScoreParams = field(default_factory=KillScoreParams)
-    levels: LevelParams = field(default_factory=LevelParams)
-    #: base stop distance for a position that has no stop-loss (the trading mathematician's minimum)
-    default_sl: float = 0.03
-    #: base target = base stop x this, for a position that has no take-profit
-    reward_risk: float = 1.33
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ExitParams:
@@ -79,12 +73,7 @@ class ExitParams:
             kill=KillScoreParams(w_regime_flip=e.w_regime_flip, w_sigma_spike=e.w_sigma_spike,
                                  w_ts_drop=e.w_ts_drop, w_age_penalty=e.w_age_penalty,
                                  threshold=e.kill_threshold, horizon_ms=e.kill_age_horizon_s * 1000),
-            levels=LevelParams(tp_min=e.tp_min, sl_min=e.sl_min, sl_max=e.sl_max,
-                               trailing_callback_pct=e.trailing_callback_pct,
-                               min_stop_step_pct=e.min_stop_step_pct, fee_rate=e.fee_rate,
-                               split_low=e.split_low, split_low_max_leverage=e.split_low_max_leverage,
-                               split_mid=e.split_mid, split_mid_max_leverage=e.split_mid_max_leverage,
-                               split_high=e.split_high),
+            levels=LadderParams.levels_from(settings),
             default_sl=settings.signal.min_sl_pct,
             reward_risk=settings.signal.reward_risk,
         )
@@ -104,23 +93,9 @@ class Outcome:
 # --- the position's levels --------------------------------------------------------------------------
 
 
-def base_fractions(position: PositionRecord, params: ExitParams) -> tuple[float, float]:
-    """The position's stop and target as price-move fractions of its entry (from its own stop-loss and
-    take-profit; a missing or misplaced one falls back to the trading mathematician's defaults)."""
-    entry, sign = position.entry_price, position.side.sign
-    base_sl = params.default_sl
-    if position.stop_loss is not None and (entry - position.stop_loss) * sign > 0:
-        base_sl = float(abs(entry - position.stop_loss) / entry)
-    base_tp = base_sl * params.reward_risk
-    if position.take_profit is not None and (position.take_profit - entry) * sign > 0:
-        base_tp = float(abs(position.take_profit - entry) / entry)
-    return base_sl, base_tp
-
-
 def position_levels(position: PositionRecord, state: ExitState, params: ExitParams) -> tuple[LevelPrices, Split]:
     """The adaptive TP1..TP3 and SL prices of the position (leverage-aware), and its harvest split."""
-    levels = adaptive_levels(position.leverage, state.base_sl, state.base_tp, params.levels)
-    return level_prices(position.side, position.entry_price, levels), levels.split
+    return levels_of(position, state.base_sl, state.base_tp, params)
 
 
 def market_value(market: MarketState) -> MarketStateValue:

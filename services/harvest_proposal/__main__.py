@@ -7,25 +7,22 @@ its ladders live in memory (exitbrain dedupes what a restart proposes again).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from decimal import Decimal
-from typing import Any
 
 import structlog
 from redis.asyncio import Redis
 
-from common import streams
-from common.backoff import Backoff
 from common.bus import publish
-from common.contracts import ContractError, MarketTick, decode, now_ms
+from common.bus.latest import TickFollower
+from common.contracts import now_ms
+from common.exit_levels import LadderParams
 from common.logging import bound
 from common.market import read_price
 from common.positions import all_positions, read_position
-from common.redis_client import REDIS_DOWN
 from common.service import ServiceContext, run
 from common.streams import Service, Stream
-from services.harvest_proposal.propose import Ladder, ProposalParams, propose
+from services.harvest_proposal.propose import Ladder, propose
 
 log = structlog.get_logger()
 
@@ -35,7 +32,7 @@ TICK_BATCH = 1000
 class Proposer:
     """The in-memory ladders of the open positions and the publication of their proposals."""
 
-    def __init__(self, redis: Redis, params: ProposalParams) -> None:
+    def __init__(self, redis: Redis, params: LadderParams) -> None:
         self.redis = redis
         self.params = params
         self.ladders: dict[str, Ladder] = {}
@@ -70,44 +67,21 @@ class Proposer:
 
 
 async def setup(ctx: ServiceContext) -> None:
-    proposer = Proposer(ctx.redis, ProposalParams.from_settings(ctx.settings))
+    proposer = Proposer(ctx.redis, LadderParams.from_settings(ctx.settings))
 
-    async def marks(ctx: ServiceContext) -> None:
-        settings = ctx.settings
-        tick_key = streams.get(Stream.MARKET_TICK).key
-        backoff = Backoff(settings.bus.reconnect_initial_ms / 1000, settings.bus.reconnect_max_ms / 1000)
-        last_id, next_scan, failures = "$", 0.0, 0
-        while not ctx.stop.is_set():
-            ctx.beat("marks")
-            try:
-                block_ms = max(1, min(settings.bus.block_ms, int((next_scan - time.monotonic()) * 1000)))
-                entries: Any = await ctx.redis.xread({tick_key: last_id}, count=TICK_BATCH, block=block_ms)
-                latest: dict[str, Decimal] = {}
-                for _, batch in entries or []:
-                    for entry_id, fields in batch:
-                        last_id = entry_id
-                        try:
-                            tick = decode(MarketTick, fields)
-                        except ContractError as e:
-                            log.warning("tick_unreadable", entry_id=entry_id, error=str(e))
-                            continue
-                        latest[tick.symbol] = tick.mark_price
-                for symbol, mark in latest.items():
-                    await proposer.evaluate(symbol, mark)
-                if time.monotonic() >= next_scan:
-                    next_scan = time.monotonic() + settings.exit.evaluate_interval_s
-                    await proposer.scan()
-                failures = 0
-            except REDIS_DOWN as e:
-                delay = backoff.delay_s(failures)
-                failures += 1
-                log.warning("redis_unavailable", error=str(e) or type(e).__name__, retry_in_s=round(delay, 3))
-                try:
-                    await asyncio.wait_for(ctx.stop.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
+    ticks = TickFollower(ctx.redis, TICK_BATCH)
+    next_scan = 0.0
 
-    ctx.loop("marks", marks)
+    async def marks() -> None:
+        nonlocal next_scan
+        block_ms = min(ctx.settings.bus.block_ms, int((next_scan - time.monotonic()) * 1000))
+        for symbol, mark in (await ticks.marks(block_ms)).items():
+            await proposer.evaluate(symbol, mark)
+        if time.monotonic() >= next_scan:
+            next_scan = time.monotonic() + ctx.settings.exit.evaluate_interval_s
+            await proposer.scan()
+
+    ctx.repeat("marks", marks)
 
 
 def main() -> None:

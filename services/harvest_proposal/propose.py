@@ -10,49 +10,21 @@ which exitbrain ignores.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
-from common.config import Settings
 from common.contracts import HarvestProposal, HarvestStage
+from common.exit_levels import LadderParams, base_fractions, levels_of
 from common.maths.levels import (
     ExitLadderState,
     Harvest,
-    LevelParams,
-    LevelPrices,
-    Split,
-    adaptive_levels,
     advance,
-    level_prices,
     start_ladder,
 )
 from common.positions import PositionRecord
 from common.streams import Service
 
 STAGES: dict[int, HarvestStage] = {1: HarvestStage.TP1, 2: HarvestStage.TP2, 3: HarvestStage.TP3}
-
-
-@dataclass(frozen=True)
-class ProposalParams:
-    """The ladder's constants (``[exit]`` settings) and the fallbacks for a position without levels."""
-
-    levels: LevelParams = field(default_factory=LevelParams)
-    default_sl: float = 0.03
-    reward_risk: float = 1.33
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ProposalParams:
-        e = settings.exit
-        return cls(
-            levels=LevelParams(tp_min=e.tp_min, sl_min=e.sl_min, sl_max=e.sl_max,
-                               trailing_callback_pct=e.trailing_callback_pct,
-                               min_stop_step_pct=e.min_stop_step_pct, fee_rate=e.fee_rate,
-                               split_low=e.split_low, split_low_max_leverage=e.split_low_max_leverage,
-                               split_mid=e.split_mid, split_mid_max_leverage=e.split_mid_max_leverage,
-                               split_high=e.split_high),
-            default_sl=settings.signal.min_sl_pct,
-            reward_risk=settings.signal.reward_risk,
-        )
 
 
 @dataclass(frozen=True)
@@ -65,27 +37,7 @@ class Ladder:
     state: ExitLadderState
 
 
-def base_fractions(position: PositionRecord, params: ProposalParams) -> tuple[float, float]:
-    """Stop and target distances of the position as fractions of its entry (a missing or misplaced one —
-    a stop already moved past entry — falls back to the trading mathematician's defaults)."""
-    entry, sign = position.entry_price, position.side.sign
-    base_sl = params.default_sl
-    if position.stop_loss is not None and (entry - position.stop_loss) * sign > 0:
-        base_sl = float(abs(entry - position.stop_loss) / entry)
-    base_tp = base_sl * params.reward_risk
-    if position.take_profit is not None and (position.take_profit - entry) * sign > 0:
-        base_tp = float(abs(position.take_profit - entry) / entry)
-    return base_sl, base_tp
-
-
-def levels_of(position: PositionRecord, base_sl: float, base_tp: float,
-              params: ProposalParams) -> tuple[LevelPrices, Split]:
-    """The adaptive TP1..TP3 and SL prices of the position (leverage-aware) and its harvest split."""
-    levels = adaptive_levels(position.leverage, base_sl, base_tp, params.levels)
-    return level_prices(position.side, position.entry_price, levels), levels.split
-
-
-def start(position: PositionRecord, params: ProposalParams) -> Ladder:
+def start(position: PositionRecord, params: LadderParams) -> Ladder:
     """The ladder of a position seen for the first time: stage 0, the stop its leverage-aware SL."""
     base_sl, base_tp = base_fractions(position, params)
     prices, _ = levels_of(position, base_sl, base_tp, params)
@@ -104,7 +56,7 @@ def r_multiple(position: PositionRecord, ladder: Ladder, mark: Decimal) -> float
 
 
 def propose(position: PositionRecord, ladder: Ladder | None, mark: Decimal, now: int,
-            params: ProposalParams) -> tuple[Ladder, list[HarvestProposal]]:
+            params: LadderParams) -> tuple[Ladder, list[HarvestProposal]]:
     """Walk the ladder to ``mark``: the new ladder and a proposal per take-profit stage reached."""
     if ladder is None or ladder.position_plan_id != position.plan_id:
         ladder = start(position, params)

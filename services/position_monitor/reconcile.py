@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import Literal
 
 from common.contracts import ReconcileKind
+from common.positions import drift_kind
 
 ZERO = Decimal(0)
 Resolution = Literal["report", "adopt"]
@@ -49,19 +50,6 @@ class Remedy:
     """What was done about a drift: ``action_taken`` as published."""
 
     action_taken: str
-
-
-def drift_kind(ours: Decimal, theirs: Decimal) -> ReconcileKind | None:
-    """What differs between our signed quantity and the exchange's, or None when they agree."""
-    if ours == theirs:
-        return None
-    if ours == 0:
-        return ReconcileKind.MISSING_IN_REDIS
-    if theirs == 0:
-        return ReconcileKind.MISSING_ON_EXCHANGE
-    if (ours > 0) != (theirs > 0):
-        return ReconcileKind.SIDE_MISMATCH
-    return ReconcileKind.QTY_MISMATCH
 
 
 def find_drift(ours: Mapping[str, Decimal], theirs: Mapping[str, Decimal]) -> dict[str, Drift]:

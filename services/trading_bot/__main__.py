@@ -3,12 +3,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import structlog
 
-from common.backoff import Backoff
-from common.redis_client import REDIS_DOWN
 from common.service import ServiceContext, run
 from common.streams import Service
 from services.trading_bot.ai_client import AiClient
@@ -26,31 +22,17 @@ async def setup(ctx: ServiceContext) -> None:
     bot = Bot(ctx.redis, settings, ai, ctx.stop)
     last_id = await seed_windows(ctx.redis, bot.windows, settings.signal.seed_max_entries)
 
-    async def klines_loop(ctx: ServiceContext) -> None:
+    async def klines() -> None:
         nonlocal last_id
-        backoff = Backoff(settings.bus.reconnect_initial_ms / 1000, settings.bus.reconnect_max_ms / 1000)
-        failures = 0
-        while not ctx.stop.is_set():
+        entries = await read_after(ctx.redis, last_id, settings.signal.kline_read_count,
+                                   settings.signal.kline_block_ms)
+        decide = decision_points(entries, len(entries) >= settings.signal.kline_read_count)
+        for entry_id, fields in entries:
+            await bot.on_entry(entry_id, fields, decide=entry_id in decide)
+            last_id = entry_id
             ctx.beat("klines")
-            try:
-                entries = await read_after(ctx.redis, last_id, settings.signal.kline_read_count,
-                                           settings.signal.kline_block_ms)
-                decide = decision_points(entries, len(entries) >= settings.signal.kline_read_count)
-                for entry_id, fields in entries:
-                    await bot.on_entry(entry_id, fields, decide=entry_id in decide)
-                    last_id = entry_id
-                    ctx.beat("klines")
-                failures = 0
-            except REDIS_DOWN as e:
-                delay = backoff.delay_s(failures)
-                failures += 1
-                log.warning("redis_unavailable", error=str(e) or type(e).__name__, retry_in_s=round(delay, 3))
-                try:
-                    await asyncio.wait_for(ctx.stop.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
 
-    ctx.loop("klines", klines_loop)
+    ctx.repeat("klines", klines)
     ctx.serve_http(build_app(bot, settings, ctx.health))
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from common.contracts import HarvestProposal, HarvestStage, PositionSide, decode, encode
-from services.harvest_proposal.propose import Ladder, ProposalParams, base_fractions, levels_of, propose
+from common.exit_levels import LadderParams, base_fractions, levels_of
+from services.harvest_proposal.propose import Ladder, propose
 from tests.unit.exitbrain.builders import PLAN, T0, D, position
 
-PARAMS = ProposalParams()
+PARAMS = LadderParams()
 
 
 def walk(pos: object, marks: list[D], ladder: Ladder | None = None) -> tuple[Ladder, list[list[HarvestProposal]]]:

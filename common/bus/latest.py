@@ -1,0 +1,40 @@
+"""Latest-only readers (DESIGN §3): high-rate market streams read with plain XREAD, no group."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+
+from common import streams
+from common.contracts import ContractError, MarketTick, decode
+from common.streams import Stream
+
+log = structlog.get_logger()
+
+
+class TickFollower:
+    """Follows ``market.tick`` from the moment it starts (``$``): each read gives the newest mark price
+    per symbol, older ticks of the same read being superseded."""
+
+    def __init__(self, redis: Redis, batch: int = 500) -> None:
+        self.redis = redis
+        self.batch = batch
+        self.key = streams.get(Stream.MARKET_TICK).key
+        self.last_id = "$"
+
+    async def marks(self, block_ms: int) -> dict[str, Decimal]:
+        entries: Any = await self.redis.xread({self.key: self.last_id}, count=self.batch, block=max(1, block_ms))
+        latest: dict[str, Decimal] = {}
+        for _, batch in entries or []:
+            for entry_id, fields in batch:
+                self.last_id = entry_id
+                try:
+                    tick = decode(MarketTick, fields)
+                except ContractError as e:
+                    log.warning("tick_unreadable", entry_id=entry_id, error=str(e))
+                    continue
+                latest[tick.symbol] = tick.mark_price
+        return latest
