@@ -44,6 +44,8 @@ class Action(StrEnum):
     FULL_CLOSE_PROPOSED = "FULL_CLOSE_PROPOSED"
     PARTIAL_CLOSE_PROPOSED = "PARTIAL_CLOSE_PROPOSED"
     UPDATE_STOP = "UPDATE_STOP"
+    #: make the position hash equal the exchange's position (reconciliation with resolution=adopt)
+    ADOPT_EXCHANGE = "ADOPT_EXCHANGE"
 
     @property
     def is_exit(self) -> bool:

@@ -81,6 +81,7 @@ _REQUIRED_BY_ACTION: dict[Action, tuple[str, ...]] = {
     Action.FULL_CLOSE_PROPOSED: _EXIT_FIELDS,
     Action.PARTIAL_CLOSE_PROPOSED: _EXIT_FIELDS,
     Action.UPDATE_STOP: _STOP_FIELDS,
+    Action.ADOPT_EXCHANGE: ("reason",),
 }
 _KILL_FIELDS = ("kill_score", "k_regime_flip", "k_sigma_spike", "k_ts_drop", "k_age_penalty")
 

@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from decimal import Decimal
 
 import structlog
 from redis.asyncio import Redis
@@ -28,6 +29,9 @@ from common.contracts import (
     Decision,
     FillKind,
     Message,
+    PositionSide,
+    ReconcileEvent,
+    ReconcileKind,
     now_ms,
 )
 from common.ess import read_ess
@@ -65,6 +69,7 @@ class Executor:
             Action.FULL_CLOSE_PROPOSED: self._exit,
             Action.PARTIAL_CLOSE_PROPOSED: self._exit,
             Action.UPDATE_STOP: self._update_stop,
+            Action.ADOPT_EXCHANGE: self._adopt,
         }
 
     def guard(self, message: Message) -> AbstractAsyncContextManager[object]:
@@ -203,6 +208,40 @@ class Executor:
                                       updated_at=now_ms())
         effects = Effects().hset(keys.position(plan.symbol), after.to_hash(), replace=True)
         return self._finish_executed(effects, plan, None, cid, started)
+
+    # --- adopting the exchange's truth ----------------------------------------------------------------
+
+    async def _adopt(self, plan: ApplyPlan, entry_id: str, record: PlanRecord | None, started: float) -> Effects:
+        """Rewrite (or delete) the position hash from the exchange's position, under the symbol's lock —
+        what reconciliation asks for with resolution=adopt. No order is placed. A position taken over
+        from the exchange has no stop or target on record: exitbrain manages it with default levels."""
+        position = await read_position(self.redis, plan.symbol)
+        theirs = (await self.exchange.positions()).get(plan.symbol)
+        amount = theirs.position_amt if theirs is not None else Decimal(0)
+        ours = book.signed(position)
+        if ours == amount:
+            return self._finish_skip(plan, "no_drift")
+        now = now_ms()
+        effects = Effects()
+        after: PositionRecord | None = None
+        if theirs is None or amount == 0:
+            effects.delete(keys.position(plan.symbol))
+        else:
+            side = PositionSide.LONG if amount > 0 else PositionSide.SHORT
+            if position is not None and position.side is side:
+                after = position.with_changes(quantity=abs(amount), entry_price=theirs.entry_price, updated_at=now)
+            else:
+                after = PositionRecord(plan.symbol, side, abs(amount), theirs.entry_price, theirs.leverage, None,
+                                       None, plan.plan_id, now, now, plan.trace_id)
+            effects.hset(keys.position(plan.symbol), after.to_hash(), replace=True)
+        if position is not None and (after is None or after.plan_id != position.plan_id):
+            await self._cancel_protection(position)
+        effects.delete(keys.apply_blocked(plan.symbol))
+        effects.publish(Stream.RECONCILE_EVENTS, ReconcileEvent(
+            source=Service.APPLY_LAYER, trace_id=plan.trace_id, symbol=plan.symbol, kind=ReconcileKind.RESOLVED,
+            redis_qty=ours, exchange_qty=amount, action_taken="adopted_exchange_position"))
+        log.warning("exchange_position_adopted", redis_qty=str(ours), exchange_qty=str(amount))
+        return self._finish_executed(effects, plan, None, "", started)
 
     # --- shared steps ------------------------------------------------------------------------------
 

@@ -2,23 +2,19 @@
 about it.
 
 Each drift kind is reported once when it starts (``reconcile.events`` and ``alerts``) and once more as
-``RESOLVED`` when it ends. ``report`` says so. ``adopt`` would publish the plan that makes the two equal
-— but with today's executor no such plan exists, so adopt publishes none and names the remedy instead:
+``RESOLVED`` when it ends. ``report`` only says so. ``adopt`` also publishes an ``ADOPT_EXCHANGE`` plan:
+apply_layer — the only writer of position hashes — rewrites the symbol's hash from the exchange's
+position under its symbol lock (or deletes it when the exchange holds nothing) and publishes RESOLVED.
+Per kind, what adopting means:
 
-apply_layer books every fill of its orders into the position hash *and* trades it on the exchange, so a
-plan moves both sides by the same filled quantity and can never close a gap apply_layer did not make
-(``tests/integration/books/test_adopt.py`` shows a full close of a hash larger than the exchange's
-position leaving the difference behind as ``MISSING_ON_EXCHANGE``). Per kind:
+- ``MISSING_ON_EXCHANGE``: the hash is deleted (the position is gone; its protective orders cancelled).
+- ``MISSING_IN_REDIS``: the exchange's position is taken over under the plan's id; it has no stop or
+  target on record, so exitbrain manages it with the default levels (an operator may prefer to close it).
+- ``QTY_MISMATCH``: the hash takes the exchange's quantity and entry price; its plan_id is kept.
+- ``SIDE_MISMATCH``: the hash is replaced by the exchange's position (as for MISSING_IN_REDIS).
 
-- ``MISSING_ON_EXCHANGE``: a close is refused (reduce-only, nothing to reduce). The hash goes when
-  apply_layer books the closing fill it missed (its fill catch-up runs every
-  ``apply.reconcile_interval_s``); a position closed outside the fleet needs an operator.
-- ``MISSING_IN_REDIS``: apply_layer refuses exits without a hash (``no_position``) and an entry would
-  add to the untracked, unprotected position: close it on the exchange.
-- ``QTY_MISMATCH`` / ``SIDE_MISMATCH``: any close moves both sides alike: settle it on the exchange.
-
-Adopting the exchange's truth needs an executor action that rewrites the hash from the exchange under
-apply_layer's symbol lock; the position hash is apply_layer's and is never written here.
+A drift seen once is re-checked after ``confirm_delay_s`` first: an order in flight between the exchange
+and apply_layer's commit is not a drift.
 """
 
 from __future__ import annotations
@@ -87,21 +83,14 @@ def resolve(drift: Drift, resolution: Resolution) -> Remedy:
         return Remedy("none")
     if resolution == "report":
         return Remedy("reported")
-    if drift.kind is ReconcileKind.MISSING_ON_EXCHANGE:
-        return Remedy("awaiting_apply_layer_fill_catch_up")
-    if drift.kind is ReconcileKind.MISSING_IN_REDIS:
-        return Remedy("manual:untracked_exchange_position")
-    if drift.kind is ReconcileKind.SIDE_MISMATCH:
-        return Remedy("manual:side_mismatch")
-    if abs(drift.exchange_qty) > abs(drift.redis_qty):
-        return Remedy("manual:untracked_excess_on_exchange")
-    return Remedy("manual:exchange_holds_less")
+    return Remedy("adopt_exchange_planned")
 
 
 def operator_hint(action_taken: str) -> str:
     """What an operator must do after an action (the alert's reason text)."""
     hints = {
         "reported": "resolution=report: compare the exchange and the position hash and settle by hand",
+        "adopt_exchange_planned": "resolution=adopt: apply_layer rewrites the position hash from the exchange",
         "awaiting_apply_layer_fill_catch_up": "apply_layer books the missed closing fill on its next catch-up; "
                                               "if the drift stays, the position was closed outside the fleet",
         "manual:untracked_exchange_position": "the exchange holds a position the fleet does not manage "

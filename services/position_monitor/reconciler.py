@@ -5,6 +5,7 @@ again after ``monitor.confirm_delay_s``, publish what started or ended, keep the
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -13,7 +14,7 @@ from redis.asyncio import Redis
 
 from common.bus import Effects, commit
 from common.config import MonitorSettings
-from common.contracts import AlertEvent, ReconcileEvent, new_trace_id, now_ms
+from common.contracts import Action, AlertEvent, ApplyPlan, ExitReason, ReconcileEvent, new_trace_id, now_ms
 from common.exchange.base import Exchange
 from common.logging import bound
 from common.positions import PositionRecord, all_positions
@@ -97,6 +98,8 @@ class Reconciler:
             details={"symbol": drift.symbol, "redis_qty": str(drift.redis_qty),
                      "exchange_qty": str(drift.exchange_qty), "action_taken": remedy.action_taken,
                      "resolution": self.settings.resolution}))
+        if remedy.action_taken == "adopt_exchange_planned":
+            effects.publish(Stream.APPLY_PLAN, adopt_plan(drift.symbol, trace_id, now_ms()))
         METRICS.drift_events.labels(drift.kind.value).inc()
         with bound(symbol=drift.symbol, trace_id=trace_id):
             log.warning("reconcile_resolved" if resolved else "reconcile_drift", kind=drift.kind.value,
@@ -113,3 +116,10 @@ async def _wait(stop: asyncio.Event | None, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
     except TimeoutError:
         pass
+
+
+def adopt_plan(symbol: str, trace_id: str, at_ms: int) -> ApplyPlan:
+    """The plan that makes apply_layer adopt the exchange's position of ``symbol``."""
+    plan_id = hashlib.sha256(f"{symbol}|adopt|{at_ms}".encode()).hexdigest()[:16]
+    return ApplyPlan(source=Service.POSITION_MONITOR, trace_id=trace_id, plan_id=plan_id, symbol=symbol,
+                     action=Action.ADOPT_EXCHANGE, reason=ExitReason.RECONCILE)

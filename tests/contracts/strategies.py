@@ -51,6 +51,8 @@ def _plan(draw: Any) -> c.ApplyPlan:
         base.update(side=draw(st.sampled_from(list(c.Side))), qty=draw(positive_qty), order_type="MARKET",
                     reduce_only=False, leverage=draw(st.integers(1, 125)), entry_price=draw(prices),
                     stop_loss=draw(prices), take_profit=draw(prices), intent_id=draw(hex16))
+    elif action is c.Action.ADOPT_EXCHANGE:
+        base.update(reason=c.ExitReason.RECONCILE)
     elif action is c.Action.UPDATE_STOP:
         base.update(position_plan_id=draw(hex16), new_stop_loss=draw(prices),
                     reason=draw(st.sampled_from(list(c.ExitReason))))

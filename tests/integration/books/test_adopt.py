@@ -1,47 +1,69 @@
-"""Why resolution=adopt publishes no plan: against the real executor, a full close of a position hash
-larger than the exchange's position moves both sides by the filled quantity and leaves the difference
-behind. If apply_layer ever settles a capped full close by deleting the hash, this test fails and adopt
-can start publishing that plan for ``manual:exchange_holds_less``."""
+"""resolution=adopt: position_monitor publishes ADOPT_EXCHANGE and apply_layer — the only writer of
+position hashes — makes the hash equal the exchange's position; the next reconcile finds it RESOLVED."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
+from common import keys
 from common.config import MonitorSettings
-from common.contracts import ReconcileKind, Side
+from common.contracts import ApplyPlan, Decision, ReconcileKind, Side, decode
+from common.streams import Stream
 from services.position_monitor.reconciler import Reconciler
-from tests.helpers import run
-from tests.integration.apply_layer.harness import close, entry, running
+from tests.helpers import poll, run
+from tests.integration.apply_layer.harness import Harness, entry, running
 
 D = Decimal
 
 
-def test_adopt_reports_a_qty_mismatch_that_no_plan_can_settle(redis_url: str) -> None:
-    """Long 0.02 BTC through apply_layer, 0.005 closed on the exchange behind its back: adopt reports
-    QTY_MISMATCH (0.02 vs 0.015) as manual:exchange_holds_less and publishes no plan. A full close sent
-    anyway fills 0.015 (the exchange caps it) and leaves the hash at 0.005: MISSING_ON_EXCHANGE."""
+async def adopt_once(h: Harness, reconciler: Reconciler) -> ApplyPlan:
+    """One reconcile pass; the ADOPT_EXCHANGE plan it published, once apply_layer has answered it."""
+    report = await reconciler.run_once()
+    [event] = report.events
+    assert event.action_taken == "adopt_exchange_planned"
+    plans = [decode(ApplyPlan, f) for f in await h.stream(Stream.APPLY_PLAN)]
+    plan = plans[-1]
+    assert plan.action.value == "ADOPT_EXCHANGE" and plan.source == "position_monitor"
+    assert (await h.result(plan)).decision is Decision.EXECUTE
+    return plan
+
+
+@pytest.mark.parametrize("case", ["exchange_holds_less", "closed_on_exchange", "untracked_on_exchange"])
+def test_adopt_makes_the_hash_follow_the_exchange(redis_url: str, case: str) -> None:
+    """QTY_MISMATCH keeps the position's plan with the exchange's quantity; MISSING_ON_EXCHANGE deletes
+    the hash; MISSING_IN_REDIS takes the exchange's position over under the adoption plan's id. Each ends
+    with RESOLVED and entries unblocked."""
 
     async def scenario() -> None:
         async with running(redis_url) as h:
-            plan = entry("adopt-1", qty="0.02")
-            await h.send(plan)
-            assert (await h.result(plan)).decision.value == "EXECUTE"
-            await h.paper.place_market_order("BTCUSDT", Side.SELL, D("0.005"), "manual-1", reduce_only=True)
             reconciler = Reconciler(h.redis, h.paper, MonitorSettings(resolution="adopt", confirm_delay_s=0.05))
-
-            [event] = (await reconciler.run_once()).events
-            assert (event.drift.kind, event.drift.redis_qty, event.drift.exchange_qty, event.action_taken) == (
-                ReconcileKind.QTY_MISMATCH, D("0.02"), D("0.015"), "manual:exchange_holds_less")
-            assert [f["action"] for f in await h.stream("apply.plan")] == ["ENTRY_PROPOSED"]
-
-            full = close("adopt-close", plan.plan_id)
-            await h.send(full)
-            assert (await h.result(full)).filled_qty == D("0.015")
+            plan = entry("adopt-1", qty="0.02")
+            if case != "untracked_on_exchange":
+                await h.send(plan)
+                assert (await h.result(plan)).decision is Decision.EXECUTE
+            if case == "exchange_holds_less":
+                await h.paper.place_market_order("BTCUSDT", Side.SELL, D("0.005"), "manual-1", reduce_only=True)
+            elif case == "closed_on_exchange":
+                await h.paper.place_market_order("BTCUSDT", Side.SELL, D("0.02"), "manual-1", reduce_only=True)
+            else:
+                await h.paper.place_market_order("BTCUSDT", Side.BUY, D("0.003"), "manual-1", reduce_only=False)
+            adoption = await adopt_once(h, reconciler)
             position = await h.position()
-            assert position is not None and position.quantity == D("0.005")
-            assert await h.paper.positions() == {}
-            [changed] = (await reconciler.run_once()).events
-            assert (changed.drift.kind, changed.action_taken) == (ReconcileKind.MISSING_ON_EXCHANGE,
-                                                                  "awaiting_apply_layer_fill_catch_up")
+            if case == "exchange_holds_less":
+                assert position is not None and position.quantity == D("0.015") and position.plan_id == plan.plan_id
+            elif case == "closed_on_exchange":
+                assert position is None
+            else:
+                assert position is not None and position.quantity == D("0.003")
+                assert position.plan_id == adoption.plan_id and position.side.value == "LONG"
+            await poll(lambda: _resolved(reconciler))
+            assert not await h.redis.exists(keys.apply_blocked("BTCUSDT"))
 
     run(scenario())
+
+
+async def _resolved(reconciler: Reconciler) -> bool:
+    report = await reconciler.run_once()
+    return not report.drifts and any(e.drift.kind is ReconcileKind.RESOLVED for e in report.events)

@@ -64,18 +64,12 @@ def test_report_mode_reports_every_kind() -> None:
     assert resolve(Drift("A", K.RESOLVED, D("1"), D("1")), "report").action_taken == "none"
 
 
-def test_adopt_names_the_remedy_of_each_kind() -> None:
-    """No plan can settle drift through apply_layer (its fills move both sides alike), so adopt names the
-    remedy: apply_layer's fill catch-up for a position missing on the exchange, an operator for the rest,
-    told apart by which side holds more."""
-    cases = [
-        (K.MISSING_ON_EXCHANGE, D("2"), D(0), "awaiting_apply_layer_fill_catch_up"),
-        (K.MISSING_IN_REDIS, D(0), D("2"), "manual:untracked_exchange_position"),
-        (K.SIDE_MISMATCH, D("2"), D("-2"), "manual:side_mismatch"),
-        (K.QTY_MISMATCH, D("2"), D("3"), "manual:untracked_excess_on_exchange"),
-        (K.QTY_MISMATCH, D("-2"), D("-1.5"), "manual:exchange_holds_less"),
-    ]
-    for kind, ours, theirs, action in cases:
+def test_adopt_plans_an_adoption_for_every_kind() -> None:
+    """resolution=adopt answers every drift kind with an ADOPT_EXCHANGE plan (apply_layer rewrites the
+    hash from the exchange), and nothing for RESOLVED."""
+    for kind, ours, theirs in ((K.MISSING_ON_EXCHANGE, D("2"), D(0)), (K.MISSING_IN_REDIS, D(0), D("2")),
+                               (K.SIDE_MISMATCH, D("2"), D("-2")), (K.QTY_MISMATCH, D("-2"), D("-1.5"))):
         remedy = resolve(Drift("A", kind, ours, theirs), "adopt")
-        assert remedy.action_taken == action, kind
-        assert operator_hint(action), action
+        assert remedy.action_taken == "adopt_exchange_planned", kind
+        assert operator_hint(remedy.action_taken).startswith("resolution=adopt")
+    assert resolve(Drift("A", K.RESOLVED, D("1"), D("1")), "adopt").action_taken == "none"
