@@ -61,6 +61,9 @@ class BusSettings(_Section):
     claim_idle_ms: Annotated[int, Field(ge=1)] = 30_000
     claim_interval_ms: Annotated[int, Field(ge=1)] = 5_000
     max_deliveries: Annotated[int, Field(ge=1, le=1000)] = 5
+    #: after a handler fails, the consumer waits this long (doubling, capped) before trying again
+    retry_initial_ms: Annotated[int, Field(ge=1)] = 200
+    retry_max_ms: Annotated[int, Field(ge=1)] = 5_000
     reconnect_initial_ms: Annotated[int, Field(ge=1)] = 100
     reconnect_max_ms: Annotated[int, Field(ge=1)] = 5_000
     socket_timeout_s: Annotated[float, Field(gt=0)] = 10.0

@@ -32,6 +32,9 @@ from common.streams import StreamSpec
 
 log = structlog.get_logger()
 
+#: errors with which a reachable Redis refuses work for a while (failover, full disk, memory, loading)
+REDIS_REFUSING = ("READONLY", "MISCONF", "OOM", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
 
 def consumer_name(service: str, host: str, instance: str = "") -> str:
     """The stable consumer name ``<service>@<host>[-<n>]``: a restart reuses it."""
@@ -100,11 +103,16 @@ class Consumer:
         self.metrics = metrics or default_metrics()
         self.last_progress = time.monotonic()
         self._backoff = Backoff(settings.reconnect_initial_ms / 1000, settings.reconnect_max_ms / 1000)
+        #: the wait before a failed entry is tried again (it grows with each failure)
+        self._retry = Backoff(settings.retry_initial_ms / 1000, settings.retry_max_ms / 1000)
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
         self._labels = (spec.name, group)
         #: the last handler error per pending entry, for the dead letter's reason (bounded)
         self._last_errors: dict[str, str] = {}
+        #: deliveries this process made of each failing entry (a floor under XPENDING's count, which a
+        #: re-read of history does not raise on every server)
+        self._attempts: dict[str, int] = {}
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -114,20 +122,30 @@ class Consumer:
             log.info("group_created", stream=self.spec.name, group=self.group)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set; the batch in hand is finished and acknowledged first."""
+        """Consume until ``stop`` is set; the batch in hand is finished and acknowledged first.
+
+        Order is kept: when a handler fails (or Redis fails mid-batch) the rest of that entry's lane is
+        left pending, nothing new is read, and after a backoff the consumer re-reads its own pending
+        entries first — the failed one again (its delivery count grows until it is dead-lettered), then
+        those behind it, in stream order."""
         attempt = 0
+        failures = 0
         drained_own = False
         while not stop.is_set():
             self.last_progress = time.monotonic()
             try:
-                if not drained_own:
-                    await self.setup()
-                    await self._drain_own_pending(stop)
-                    drained_own = True
-                    continue
-                await self._step(stop)
+                ok = (await self._drain_own_pending(stop, head_first=failures > 0) if not drained_own
+                      else await self._step(stop))
+                drained_own = ok
                 attempt = 0
+                if ok:
+                    failures = 0
+                    continue
+                delay = self._retry.delay_s(failures)
+                failures += 1
+                await _wait(stop, delay)
             except REDIS_DOWN as e:
+                drained_own = False  # entries may be held: re-read them before anything new
                 delay = self._backoff.delay_s(attempt)
                 attempt += 1
                 self.metrics.redis_reconnects.labels(self.spec.name).inc()
@@ -135,43 +153,58 @@ class Consumer:
                             error=str(e) or type(e).__name__, retry_in_s=round(delay, 3))
                 await _wait(stop, delay)
             except ResponseError as e:
-                if "NOGROUP" not in str(e):
-                    raise
-                log.warning("group_missing", stream=self.spec.name, group=self.group)
                 drained_own = False
+                if "NOGROUP" in str(e):
+                    log.warning("group_missing", stream=self.spec.name, group=self.group)
+                    continue
+                if not str(e).startswith(REDIS_REFUSING):
+                    raise
+                # a replica after failover, a full disk or memory: wait for the server, do not crash
+                delay = self._backoff.delay_s(attempt)
+                attempt += 1
+                log.warning("redis_refusing", stream=self.spec.name, group=self.group, error=str(e),
+                            retry_in_s=round(delay, 3))
+                await _wait(stop, delay)
         log.info("consumer_stopped", stream=self.spec.name, group=self.group, consumer=self.consumer)
 
-    async def _drain_own_pending(self, stop: asyncio.Event) -> None:
-        """Re-read this consumer's own pending entries (a restart finishes what it held)."""
+    async def _drain_own_pending(self, stop: asyncio.Event, *, head_first: bool = False) -> bool:
+        """Re-read this consumer's own pending entries (a restart finishes what it held); False when a
+        handler failed (the rest stays pending, in order). After a failure only the head is re-read until
+        it goes through: re-reading the entries queued behind it would count deliveries they never had."""
+        await self.setup()
         start = "0-0"
         while not stop.is_set():
-            entries = await self._read(start, block=False)
+            entries = await self._read(start, block=False, count=1 if head_first else None)
+            head_first = False
             if not entries:
-                return
-            await self._handle_batch(entries, await self._delivery_counts(entries))
+                return True
+            if not await self._handle_batch(entries, await self._delivery_counts(entries)):
+                return False
             start = entries[-1][0]
+        return True
 
-    async def _step(self, stop: asyncio.Event) -> None:
+    async def _step(self, stop: asyncio.Event) -> bool:
         now = time.monotonic()
         if now >= self._next_claim:
             self._next_claim = now + self.settings.claim_interval_ms / 1000
             claimed = await self._autoclaim()
             if claimed:
-                await self._handle_batch(claimed, await self._delivery_counts(claimed))
                 self._next_claim = 0.0  # more may be waiting
-                return
+                return await self._handle_batch(claimed, await self._delivery_counts(claimed))
         entries = await self._read(">", block=True)
         if entries:  # delivered to us: handled even when stopping (the batch in hand)
-            await self._handle_batch(entries, {entry_id: 1 for entry_id, _ in entries})
+            return await self._handle_batch(entries, {entry_id: 1 for entry_id, _ in entries})
+        return True
 
     # --- Redis reads -------------------------------------------------------------------------------
 
-    async def _read(self, start: str, *, block: bool) -> list[tuple[str, dict[str, str] | None]]:
+    async def _read(self, start: str, *, block: bool, count: int | None = None
+                    ) -> list[tuple[str, dict[str, str] | None]]:
         reply: Any = await self.redis.xreadgroup(
             self.group,
             self.consumer,
             {self.spec.key: start},
-            count=self.settings.batch_size,
+            count=count or self.settings.batch_size,
             block=self.settings.block_ms if block else None,
         )
         if not reply:
@@ -210,7 +243,8 @@ class Consumer:
 
     # --- handling ----------------------------------------------------------------------------------
 
-    async def _handle_batch(self, entries: list[tuple[str, dict[str, str] | None]], counts: dict[str, int]) -> None:
+    async def _handle_batch(self, entries: list[tuple[str, dict[str, str] | None]], counts: dict[str, int]) -> bool:
+        """Handle a batch lane by lane; False when a handler failed in some lane."""
         lanes: dict[str, list[tuple[str, dict[str, str] | None]]] = {}
         decoded: dict[str, Message | ContractError | None] = {}
         for entry_id, fields in entries:
@@ -226,59 +260,67 @@ class Consumer:
             key = self.lane(message) if self.lane and isinstance(message, Message) else ""
             lanes.setdefault(key, []).append((entry_id, fields))
 
-        async def run_lane(items: list[tuple[str, dict[str, str] | None]]) -> None:
+        async def run_lane(items: list[tuple[str, dict[str, str] | None]]) -> bool:
             for entry_id, fields in items:
-                await self._handle_one(entry_id, fields, decoded[entry_id], counts.get(entry_id, 1))
+                if not await self._handle_one(entry_id, fields, decoded[entry_id], counts.get(entry_id, 1)):
+                    return False  # the rest of the lane waits behind the failed entry
+            return True
 
         if len(lanes) == 1:
-            await run_lane(next(iter(lanes.values())))
-            return
+            return await run_lane(next(iter(lanes.values())))
         results = await asyncio.gather(*(run_lane(items) for items in lanes.values()), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        return all(results)
 
     async def _handle_one(
         self, entry_id: str, fields: dict[str, str] | None, message: Message | ContractError | None,
         deliveries: int,
-    ) -> None:
+    ) -> bool:
         self.last_progress = time.monotonic()
+        deliveries = max(deliveries, self._attempts.get(entry_id, 0) + 1)
         if message is None:
             await self._dead_letter(entry_id, fields, deliveries, "trimmed before it was handled")
-            return
+            return True
         if isinstance(message, ContractError):
             await self._dead_letter(entry_id, fields, deliveries, f"contract: {message}")
-            return
+            return True
         if deliveries > self.settings.max_deliveries:
             limit = self.settings.max_deliveries
             last = self._last_errors.pop(entry_id, "unknown (a consumer died with it)")
+            self._attempts.pop(entry_id, None)
             await self._dead_letter(entry_id, fields, deliveries,
                                     f"max_deliveries: delivered {deliveries} times (limit {limit}); last error: {last}")
-            return
+            return True
         started = time.perf_counter()
         guard = self.guard(message) if self.guard else nullcontext()
         async with guard:
-            await self._handle_valid(entry_id, message, deliveries, started)
+            return await self._handle_valid(entry_id, message, deliveries, started)
 
-    async def _handle_valid(self, entry_id: str, message: Message, deliveries: int, started: float) -> None:
+    async def _handle_valid(self, entry_id: str, message: Message, deliveries: int, started: float) -> bool:
         with structlog.contextvars.bound_contextvars(trace_id=message.trace_id, entry_id=entry_id):
             try:
                 effects = await self.handler(Delivery(self.spec, entry_id, message, deliveries))
             except REDIS_DOWN:
                 raise
-            except Exception as e:  # the entry stays pending; it is retried after claim_idle_ms
+            except Exception as e:  # the entry stays pending; re-read first after a backoff
                 self.metrics.handler_errors.labels(*self._labels).inc()
                 if len(self._last_errors) >= 10_000:
+                    self._attempts.pop(next(iter(self._last_errors)), None)
                     self._last_errors.pop(next(iter(self._last_errors)))
                 self._last_errors[entry_id] = f"{type(e).__name__}: {e}"[:500]
+                self._attempts[entry_id] = deliveries
                 log.exception("handler_failed", stream=self.spec.name, group=self.group, deliveries=deliveries,
                               error=str(e))
-                return
+                return False
             finally:
                 self.metrics.handler_seconds.labels(*self._labels).observe(time.perf_counter() - started)
             await commit(self.redis, effects.ops, service=self.service, ack=(self.spec.key, self.group, entry_id))
         self._last_errors.pop(entry_id, None)
+        self._attempts.pop(entry_id, None)
         self.metrics.processed.labels(*self._labels).inc()
+        return True
 
     async def _dead_letter(self, entry_id: str, fields: dict[str, str] | None, deliveries: int, error: str) -> None:
         payload = dict(fields or {})

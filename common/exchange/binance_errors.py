@@ -8,9 +8,9 @@ the same failure is merely a :class:`TemporaryError`.
 | Binance                                                  | read           | mutation           |
 |----------------------------------------------------------|----------------|--------------------|
 | HTTP 429 / 418, -1003 (Retry-After kept)                 | TemporaryError | TemporaryError     |
-| -1008 (server busy), -1001 (disconnected), -1021*        | TemporaryError | TemporaryError     |
-| HTTP 503 "Unknown error ...", -1000, -1006, -1007        | TemporaryError | UnknownOutcome     |
-| other HTTP 5xx (502, 504, 503 "Service Unavailable")     | TemporaryError | TemporaryError     |
+| -1008 (server busy), -1021*                              | TemporaryError | TemporaryError     |
+| HTTP 503 "Unknown error ...", -1000, -1006, -1007, -1001 | TemporaryError | UnknownOutcome     |
+| other HTTP 5xx (502, 504, 503 "Service Unavailable")     | TemporaryError | UnknownOutcome     |
 | -4116 duplicate client order id                          | DuplicateClientOrderId              |
 | -2013 order does not exist, -2011 unknown order (cancel) | OrderNotFound                       |
 | anything else (-1111, -1121, -2019, -2022, -4164, ...)   | OrderRejected(code)                 |
@@ -43,6 +43,8 @@ UNKNOWN_OUTCOME_CODES: Final = frozenset({-1000, -1006, -1007})
 #: rejected before any effect; retry with the same client id after a pause
 TEMPORARY_CODES: Final = frozenset({-1001, -1003, -1008, TIMESTAMP_OUTSIDE_RECV_WINDOW})
 NOT_FOUND_CODES: Final = frozenset({-2011, -2013})
+#: rejected outright (overload, rate limit, clock): no effect even on a 5xx answer
+REJECTED_UNDER_LOAD: Final = frozenset({-1003, -1008, TIMESTAMP_OUTSIDE_RECV_WINDOW})
 DUPLICATE_CLIENT_ID: Final = -4116
 UNKNOWN_ERROR_MSG: Final = "unknown error"
 
@@ -71,7 +73,10 @@ def translate_api_error(e: BinanceAPIException, *, mutation: bool) -> ExchangeEr
         return DuplicateClientOrderId(code, message)
     if code in NOT_FOUND_CODES:
         return OrderNotFound(label)
-    unknown = code in UNKNOWN_OUTCOME_CODES or (status == 503 and UNKNOWN_ERROR_MSG in message.lower())
+    # Binance: a 5xx means the execution status is unknown; for an order that is an unknown outcome
+    # (settled by querying), never a plain retry — client ids are unique only among open orders
+    unknown = (code in UNKNOWN_OUTCOME_CODES or (status == 503 and UNKNOWN_ERROR_MSG in message.lower())
+               or (mutation and (status >= 500 or code == -1001) and code not in REJECTED_UNDER_LOAD))
     if unknown:
         if mutation:
             return UnknownOutcome(f"execution status unknown ({label})")

@@ -7,8 +7,10 @@ import contextlib
 
 import structlog
 
+from common.backoff import Backoff
 from common.contracts import ApplyPlan, Message
 from common.exchange.base import ExchangeEvent
+from common.exchange.errors import ExchangeError
 from common.exchange.factory import build_exchange
 from common.exchange.placement import RetryPolicy
 from common.redis_client import REDIS_DOWN
@@ -21,6 +23,9 @@ from services.apply_layer.throttle import OrderThrottle, ThrottledExchange
 
 log = structlog.get_logger()
 
+#: failures that pass: an exchange or Redis outage is waited out, never a crash loop
+PASSING: tuple[type[BaseException], ...] = (ExchangeError, *REDIS_DOWN)
+
 
 def lane(message: Message) -> str:
     return message.symbol if isinstance(message, ApplyPlan) else ""
@@ -30,15 +35,34 @@ async def setup(ctx: ServiceContext) -> None:
     settings = ctx.settings
     exchange = ThrottledExchange(build_exchange(ctx.redis, settings),
                                  OrderThrottle(settings.apply.orders_per_s, settings.apply.order_burst))
-    await exchange.start()
-    ctx.on_close(exchange.close)
     executor = Executor(ctx.redis, exchange, settings, RetryPolicy.from_settings(settings.binance))
     router = FillRouter(ctx.redis, exchange, settings, executor.locks)
-    # before any new plan: fills we missed, plans a crash left SUBMITTING, drift from the exchange
-    await router.catch_up()
-    settled = await settle_submitting(ctx.redis, executor)
-    drift = await reconcile(ctx.redis, exchange, executor.locks)
-    log.info("apply_layer_started", exchange=exchange.name, settled=settled, drift=len(drift))
+
+    async def prepare() -> tuple[int, int]:
+        # before any new plan: plans a crash left SUBMITTING first (a protective order of theirs may have
+        # filled since), then the fills we missed, then the drift from the exchange
+        await exchange.start()
+        settled = await settle_submitting(ctx.redis, executor)
+        await router.catch_up()
+        return settled, len(await reconcile(ctx.redis, exchange, executor.locks))
+
+    backoff = Backoff(settings.bus.reconnect_initial_ms / 1000, settings.bus.reconnect_max_ms / 1000)
+    attempt = 0
+    while True:  # an exchange or Redis outage at start is waited out, not a crash loop
+        try:
+            settled, drift = await prepare()
+            break
+        except PASSING as e:
+            delay = backoff.delay_s(attempt)
+            attempt += 1
+            log.warning("start_waiting", error=str(e) or type(e).__name__, retry_in_s=round(delay, 3))
+            try:
+                await asyncio.wait_for(ctx.stop.wait(), timeout=delay)
+                return
+            except TimeoutError:
+                pass
+    ctx.on_close(exchange.close)
+    log.info("apply_layer_started", exchange=exchange.name, settled=settled, drift=drift)
     ctx.consume(Stream.APPLY_PLAN, executor.handle, lane=lane, guard=executor.guard)
 
     async def events_loop(ctx: ServiceContext) -> None:
@@ -82,8 +106,8 @@ async def setup(ctx: ServiceContext) -> None:
             try:
                 await router.catch_up()
                 await reconcile(ctx.redis, exchange, executor.locks)
-            except REDIS_DOWN as e:
-                log.warning("reconcile_skipped", error=str(e))
+            except PASSING as e:  # next interval tries again
+                log.warning("reconcile_skipped", error=str(e) or type(e).__name__)
 
     ctx.loop("exchange_events", events_loop)
     ctx.loop("reconcile", reconcile_loop)

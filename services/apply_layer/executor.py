@@ -193,6 +193,9 @@ class Executor:
         cid = client_order_id(plan.plan_id, "sl")
         rules = (await self.exchange.symbol_rules()).get(plan.symbol)
         stop = rules.round_price(plan.new_stop_loss) if rules else plan.new_stop_loss
+        if position.stop_loss is not None and (stop - position.stop_loss) * position.side.sign < 0:
+            # a stop only ever tightens: an update that arrives late (after a tighter one) is refused
+            return self._finish_skip(plan, "stop_not_tighter")
         sl_order_id = position.sl_order_id
         if self.apply.protective_orders:
             try:
@@ -242,6 +245,18 @@ class Executor:
             redis_qty=ours, exchange_qty=amount, action_taken="adopted_exchange_position"))
         log.warning("exchange_position_adopted", redis_qty=str(ours), exchange_qty=str(amount))
         return self._finish_executed(effects, plan, None, "", started)
+
+    async def abandon(self, plan: ApplyPlan, reason: str) -> Effects:
+        """Close a SUBMITTING plan without sending anything: its order, if the exchange has one, is
+        recorded as executed; otherwise the plan ends as ERROR ``reason``."""
+        started = time.monotonic()
+        cid = client_order_id(plan.plan_id)
+        if plan.action is Action.ENTRY_PROPOSED or plan.action.is_exit:
+            record = await load_record(self.redis, plan.plan_id)
+            if await self._settle(plan, cid, record) is not None:
+                return await self.execute(plan, "")
+        log.warning("plan_abandoned", reason=reason)
+        return self._finish_error(plan, reason, cid, started)
 
     # --- shared steps ------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from common import keys
 from common.bus import Effects, commit
 from common.config import Settings
-from common.contracts import ExitReason, FillKind, new_trace_id
+from common.contracts import ExitReason, FillKind, new_trace_id, now_ms
 from common.exchange.base import Exchange, ExchangeEvent, Fill
 from common.exchange.errors import OrderNotFound, TemporaryError, UnknownOutcome
 from common.logging import bound
@@ -61,6 +61,9 @@ class FillRouter:
         return await self.book(event.fill, event.kind, event.origin_id)
 
     async def book(self, fill: Fill, kind: FillKind, origin_id: str) -> bool:
+        if fill.ts_ms < now_ms() - self.settings.apply.record_ttl_s * 1000 + CURSOR_OVERLAP_MS:
+            log.warning("exchange_fill_too_old", fill_id=fill.fill_id, ts=fill.ts_ms)
+            return False  # older than its marker could be: it may have been booked already
         async with self.locks[fill.symbol]:
             if await self.redis.exists(keys.apply_fill(fill.fill_id)):
                 return False
@@ -109,8 +112,10 @@ class FillRouter:
         cursor = await hgetall(self.redis, keys.apply_fill_cursor())
         symbols = set(cursor) | set(await all_positions(self.redis))
         booked = 0
+        # never older than the fill markers live: a fill whose marker expired must not be booked again
+        horizon = now_ms() - self.settings.apply.record_ttl_s * 1000 + CURSOR_OVERLAP_MS
         for symbol in sorted(symbols):
-            since = max(0, int(cursor.get(symbol, "0")) - CURSOR_OVERLAP_MS)
+            since = max(horizon, int(cursor.get(symbol, "0")) - CURSOR_OVERLAP_MS)
             for fill in sorted(await self.exchange.fills_since(symbol, since), key=lambda f: f.ts_ms):
                 kind = kind_of(fill)
                 if kind is not None and await self.book(fill, kind, fill.client_order_id):

@@ -15,7 +15,7 @@ from common import keys, streams
 from common.bus import Effects, commit
 from common.contracts import AlertEvent, ReconcileEvent, ReconcileKind, new_trace_id
 from common.exchange.base import Exchange
-from common.positions import all_positions, drift_kind
+from common.positions import all_positions, drift_kind, read_position
 from common.streams import Service, Stream
 from services.apply_layer.executor import Executor
 from services.apply_layer.metrics import METRICS
@@ -33,7 +33,11 @@ async def settle_submitting(redis: Redis, executor: Executor) -> int:
         if record.plan is None:
             continue
         async with executor.locks[record.plan.symbol]:
-            effects = await executor.execute(record.plan, record.entry_id)
+            if record.entry_id and not await _still_pending(redis, spec.key, record.entry_id):
+                # dead-lettered after its send failed: what the exchange did is recorded, nothing is sent
+                effects = await executor.abandon(record.plan, "dead_lettered")
+            else:
+                effects = await executor.execute(record.plan, record.entry_id)
             ack = (spec.key, Service.APPLY_LAYER, record.entry_id) if record.entry_id else None
             await commit(redis, effects.ops, service=Service.APPLY_LAYER, ack=ack)
         settled += 1
@@ -49,10 +53,17 @@ async def reconcile(redis: Redis, exchange: Exchange, locks: defaultdict[str, as
     events: list[ReconcileEvent] = []
     for symbol in sorted(set(theirs) | set(ours) | blocked):
         async with locks[symbol]:
-            ours_now = await all_positions(redis) if symbol in ours else {}
-            our_qty = ours_now[symbol].signed_qty if symbol in ours_now else Decimal(0)
-            their_qty = theirs[symbol].position_amt if symbol in theirs else Decimal(0)
-            kind = drift_kind(our_qty, their_qty)
+            our_qty = their_qty = Decimal(0)
+            kind = drift_kind(ours[symbol].signed_qty if symbol in ours else Decimal(0),
+                              theirs[symbol].position_amt if symbol in theirs else Decimal(0))
+            if kind is not None or symbol in blocked:
+                # both sides read again under the lock: an order in flight when the first look was taken
+                # has been committed by now (a plan holds the lock from before its send to its commit)
+                position = await read_position(redis, symbol)
+                exchange_now = (await exchange.positions()).get(symbol)
+                our_qty = position.signed_qty if position is not None else Decimal(0)
+                their_qty = exchange_now.position_amt if exchange_now is not None else Decimal(0)
+                kind = drift_kind(our_qty, their_qty)
             effects = Effects()
             if kind is None and symbol not in blocked:
                 continue
@@ -79,3 +90,8 @@ async def reconcile(redis: Redis, exchange: Exchange, locks: defaultdict[str, as
     METRICS.drift.labels(Service.APPLY_LAYER).set(len(still))
     METRICS.open_positions.set(len(ours))
     return events
+
+
+async def _still_pending(redis: Redis, key: str, entry_id: str) -> bool:
+    rows = await redis.xpending_range(key, Service.APPLY_LAYER, min=entry_id, max=entry_id, count=1)
+    return bool(rows)

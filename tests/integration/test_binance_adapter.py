@@ -275,8 +275,10 @@ ERROR_CASES: list[tuple[dict[str, Any], type[ExchangeError], int | None]] = [
     ({"kind": "error", "code": -1003, "msg": "Too many requests."}, TemporaryError, -1003),
     ({"kind": "rate_limit", "status": 429, "retry_after_s": 2}, TemporaryError, -1003),
     ({"kind": "rate_limit", "status": 418, "retry_after_s": 7}, TemporaryError, -1003),
-    ({"kind": "status", "status": 502}, TemporaryError, None),
-    ({"kind": "status", "status": 503, "msg": "Service Unavailable."}, TemporaryError, None),
+    # a 5xx on an order is an unknown outcome (settled by querying): client ids are unique only among open
+    # orders on Binance, so a blind resend could fill twice
+    ({"kind": "status", "status": 502}, UnknownOutcome, None),
+    ({"kind": "status", "status": 503, "msg": "Service Unavailable."}, UnknownOutcome, None),
     ({"kind": "unknown", "execute": False}, UnknownOutcome, None),
     ({"kind": "error", "code": -1000, "msg": "An unknown error occurred.", "status": 500}, UnknownOutcome, None),
     ({"kind": "error", "code": -1006, "msg": "Unexpected response.", "status": 500}, UnknownOutcome, None),

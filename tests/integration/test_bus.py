@@ -297,3 +297,35 @@ def _async(fn: Callable[[], bool]) -> Callable[[], Any]:
         return fn()
 
     return check
+
+
+@pytest.mark.parametrize("failure", ["handler", "redis"])
+def test_a_failed_entry_keeps_its_place_in_line(make_redis: RedisFactory, settings: Settings, failure: str) -> None:
+    """When an entry's handler fails once (an exception, or Redis dropping mid-batch), the entries behind
+    it wait: after a short backoff the consumer re-reads its own pending entries first, and the entries
+    are handled in stream order — not the newest first."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    async def scenario() -> None:
+        redis = make_redis()
+        await publish_intents(redis, 3)
+        handled: list[int] = []
+        failed: list[int] = []
+        order = {intent(i).intent_id: i for i in range(3)}
+
+        async def flaky(delivery: Delivery) -> Effects:
+            assert isinstance(delivery.message, TradeIntent)
+            n = order[delivery.message.intent_id]
+            if n == 0 and not failed:
+                failed.append(n)
+                raise RuntimeError("transient") if failure == "handler" else RedisConnectionError("dropped")
+            handled.append(n)
+            return await bridge_handler()(delivery)
+
+        consumer = make_consumer(redis, settings.model_copy(update={"bus": settings.bus.model_copy(
+            update={"claim_idle_ms": 60_000})}), flaky)
+        async with running(consumer):
+            await poll(lambda: _count(redis, Stream.APPLY_PLAN, 3))
+        assert failed == [0] and handled == [0, 1, 2]
+
+    run(scenario())
