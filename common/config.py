@@ -187,6 +187,8 @@ class ExitSettings(_Section):
     """exitbrain and harvest_proposal (DESIGN §7)."""
 
     kill_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.70
+    #: a full close still not done this long after it was proposed is proposed again (a new attempt id)
+    close_retry_s: Annotated[float, Field(gt=0)] = 120.0
     trailing_callback_pct: Annotated[float, Field(gt=0, lt=1)] = 0.008
     min_stop_step_pct: Annotated[float, Field(ge=0, lt=1)] = 0.001
     pnl_interval_s: Annotated[float, Field(gt=0)] = 5.0

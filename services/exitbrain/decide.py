@@ -65,6 +65,8 @@ class ExitParams(LadderParams):
     the kill score's."""
 
     kill: KillScoreParams = field(default_factory=KillScoreParams)
+    #: a full close still not done this long after it was proposed is proposed again
+    close_retry_ms: int = 120_000
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ExitParams:
@@ -76,6 +78,7 @@ class ExitParams(LadderParams):
             levels=LadderParams.levels_from(settings),
             default_sl=settings.signal.min_sl_pct,
             reward_risk=settings.signal.reward_risk,
+            close_retry_ms=int(e.close_retry_s * 1000),
         )
 
 
@@ -161,6 +164,9 @@ def evaluate(position: PositionRecord, state: ExitState | None, mark: Decimal, m
     """The decisions of one mark price for one position (see the module's docstring for the order)."""
     current = current_state(position, state, market, params, now)
     kill = score(position, current, market, now, params)
+    if current.closing and now - current.closing_at >= params.close_retry_ms:
+        # the position is still here long after its full close was proposed: that close did not happen
+        current = current.with_changes(closing="")
     if current.closing or current.stage >= 3:
         return Outcome(current, [], kill)
     prices, split = position_levels(position, current, params)
@@ -172,12 +178,13 @@ def evaluate(position: PositionRecord, state: ExitState | None, mark: Decimal, m
 
     if any(isinstance(a, StopHit) for a in actions):
         reason = ExitReason.STOP_LOSS if current.stage == 0 else ExitReason.TRAILING_STOP
-        plan = plans.full_close(position.symbol, position.plan_id, reason, current.stage, ts=now)
-        return Outcome(current.with_changes(closing=reason.value, updated_at=now), [plan], kill)
+        plan = plans.full_close(position.symbol, position.plan_id, reason, current.stage, ts=now,
+                                attempt=current.close_attempts)
+        return Outcome(_closing(current, reason, now), [plan], kill)
     if kill is not None and kill.close:
         plan = plans.full_close(position.symbol, position.plan_id, ExitReason.KILL_SCORE, current.stage,
-                                kill=kill, ts=now)
-        return Outcome(current.with_changes(closing=ExitReason.KILL_SCORE.value, updated_at=now), [plan], kill)
+                                kill=kill, ts=now, attempt=current.close_attempts)
+        return Outcome(_closing(current, ExitReason.KILL_SCORE, now), [plan], kill)
 
     out: list[ApplyPlan] = []
     proposed = set(current.proposed)
@@ -194,6 +201,11 @@ def evaluate(position: PositionRecord, state: ExitState | None, mark: Decimal, m
     if moved != current:
         moved = moved.with_changes(updated_at=now)
     return Outcome(moved, out, kill)
+
+
+def _closing(state: ExitState, reason: ExitReason, now: int) -> ExitState:
+    return state.with_changes(closing=reason.value, closing_at=now, close_attempts=state.close_attempts + 1,
+                              updated_at=now)
 
 
 def _stop_update(position: PositionRecord, state: ExitState, now: int,

@@ -40,6 +40,10 @@ class ExitState:
     regime_armed: bool = False
     #: the reason of the full close already proposed ("" while none): nothing more is proposed after it
     closing: str = ""
+    #: when that full close was proposed, and how many times one was (a close that did not happen — an
+    #: outage past its retries, a rejection — is proposed again after ``exit.close_retry_s``)
+    closing_at: int = 0
+    close_attempts: int = 0
     updated_at: int = 0
 
     @property
@@ -63,6 +67,8 @@ class ExitState:
             "proposed": ",".join(sorted(self.proposed)),
             "regime_armed": "true" if self.regime_armed else "false",
             "closing": self.closing,
+            "closing_at": str(self.closing_at),
+            "close_attempts": str(self.close_attempts),
             "updated_at": str(self.updated_at),
         }
 
@@ -85,6 +91,8 @@ class ExitState:
                 proposed=frozenset(s for s in fields.get("proposed", "").split(",") if s),
                 regime_armed=fields.get("regime_armed") == "true",
                 closing=fields.get("closing", ""),
+                closing_at=int(fields.get("closing_at") or 0),
+                close_attempts=int(fields.get("close_attempts") or 0),
                 updated_at=int(fields.get("updated_at") or 0),
             )
         except (KeyError, ValueError, ArithmeticError):

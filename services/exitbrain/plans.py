@@ -30,8 +30,9 @@ def stop_text(stop: Decimal) -> str:
     return plain_decimal(stop.normalize())
 
 
-def exit_plan_id(position_plan_id: str, reason: ExitReason, stage: int) -> str:
-    return _hex16(f"{position_plan_id}|{reason.value}|{stage}")
+def exit_plan_id(position_plan_id: str, reason: ExitReason, stage: int, attempt: int = 0) -> str:
+    """sha256(position_plan_id|reason|stage)[:16]; a repeated attempt of the same close adds ``|<n>``."""
+    return _hex16(f"{position_plan_id}|{reason.value}|{stage}" + (f"|{attempt}" if attempt else ""))
 
 
 def stop_plan_id(position_plan_id: str, new_stop_loss: Decimal) -> str:
@@ -39,10 +40,10 @@ def stop_plan_id(position_plan_id: str, new_stop_loss: Decimal) -> str:
 
 
 def full_close(symbol: str, position_plan_id: str, reason: ExitReason, stage: int, *, trace_id: str | None = None,
-               kill: KillScore | None = None, ts: int | None = None) -> ApplyPlan:
+               kill: KillScore | None = None, ts: int | None = None, attempt: int = 0) -> ApplyPlan:
     """Close what is left of the position (reduce-only, market); a kill-score close carries the score
     and its four components."""
-    plan_id = exit_plan_id(position_plan_id, reason, stage)
+    plan_id = exit_plan_id(position_plan_id, reason, stage, attempt)
     scores: dict[str, float] = {}
     if kill is not None:
         scores = {"kill_score": kill.score, "k_regime_flip": kill.k_regime_flip,

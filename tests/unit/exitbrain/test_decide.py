@@ -376,3 +376,21 @@ def test_pnl_is_throttled_per_symbol() -> None:
     throttle.mark("BTCUSDT", T0)
     assert not throttle.due("BTCUSDT", T0 + 4999) and throttle.due("ETHUSDT", T0 + 4999)
     assert throttle.due("BTCUSDT", T0 + 5000)
+
+
+def test_a_full_close_that_did_not_happen_is_proposed_again() -> None:
+    """A stop crossed gives one FULL_CLOSE; while it is in flight nothing more is proposed; if the position
+    is still there after close_retry_ms the close is proposed again under a new attempt id (an exit is
+    never dropped because its first plan failed)."""
+    params = ExitParams(close_retry_ms=120_000)
+    pos = position()
+    state, _ = walk(pos, [D("100")])
+    first = evaluate(pos, state, D("99.4"), None, T0 + 1_000, params)
+    assert [p.action for p in first.plans] == [Action.FULL_CLOSE_PROPOSED]
+    waiting = evaluate(pos, first.state, D("99.4"), None, T0 + 60_000, params)
+    assert waiting.plans == []
+    again = evaluate(pos, waiting.state, D("99.4"), None, T0 + 122_000, params)
+    [retry] = again.plans
+    assert retry.reason is ExitReason.STOP_LOSS and retry.plan_id != first.plans[0].plan_id
+    assert retry.plan_id == plans.exit_plan_id(PLAN, ExitReason.STOP_LOSS, 0, 1)
+    assert again.state.close_attempts == 2
