@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from redis.asyncio import Redis
@@ -11,6 +13,9 @@ from redis.asyncio import Redis
 from common import streams
 from common.contracts import ContractError, MarketTick, decode
 from common.streams import Stream
+
+if TYPE_CHECKING:
+    from common.service import ServiceContext
 
 log = structlog.get_logger()
 
@@ -38,3 +43,22 @@ class TickFollower:
                     continue
                 latest[tick.symbol] = tick.mark_price
         return latest
+
+
+def follow_marks(ctx: ServiceContext, on_mark: Callable[[str, Decimal], Awaitable[None]],
+                 scan: Callable[[], Awaitable[object]], *, every_s: float, batch: int = 1000) -> None:
+    """A ``marks`` loop for ``ctx``: ``on_mark(symbol, mark)`` for the newest tick of each symbol as ticks
+    arrive, and ``scan()`` at least every ``every_s`` (positions whose symbol is quiet, state changes)."""
+    ticks = TickFollower(ctx.redis, batch)
+    next_scan = 0.0
+
+    async def marks() -> None:
+        nonlocal next_scan
+        block_ms = min(ctx.settings.bus.block_ms, int((next_scan - time.monotonic()) * 1000))
+        for symbol, mark in (await ticks.marks(block_ms)).items():
+            await on_mark(symbol, mark)
+        if time.monotonic() >= next_scan:
+            next_scan = time.monotonic() + every_s
+            await scan()
+
+    ctx.repeat("marks", marks)

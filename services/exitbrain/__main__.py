@@ -8,12 +8,10 @@ through the group ``exitbrain``.
 
 from __future__ import annotations
 
-import time
-
 import structlog
 
 from common import keys
-from common.bus.latest import TickFollower
+from common.bus.latest import follow_marks
 from common.service import ServiceContext, run
 from common.streams import Service, Stream
 from services.exitbrain.brain import ExitBrain
@@ -31,19 +29,8 @@ async def setup(ctx: ServiceContext) -> None:
     ctx.consume(Stream.HARVEST_PROPOSAL, brain.handle_proposal, lane=lambda m: getattr(m, "symbol", ""),
                 guard=brain.guard)
 
-    ticks = TickFollower(ctx.redis, TICK_BATCH)
-    next_scan = 0.0
-
-    async def marks() -> None:
-        nonlocal next_scan
-        block_ms = min(ctx.settings.bus.block_ms, int((next_scan - time.monotonic()) * 1000))
-        for symbol, mark in (await ticks.marks(block_ms)).items():
-            await brain.evaluate_symbol(symbol, mark)
-        if time.monotonic() >= next_scan:
-            next_scan = time.monotonic() + ctx.settings.exit.evaluate_interval_s
-            await brain.scan()
-
-    ctx.repeat("marks", marks)
+    follow_marks(ctx, brain.evaluate_symbol, brain.scan, every_s=ctx.settings.exit.evaluate_interval_s,
+                 batch=TICK_BATCH)
 
 
 def main() -> None:

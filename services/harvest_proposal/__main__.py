@@ -7,14 +7,13 @@ its ladders live in memory (exitbrain dedupes what a restart proposes again).
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 
 import structlog
 from redis.asyncio import Redis
 
 from common.bus import publish
-from common.bus.latest import TickFollower
+from common.bus.latest import follow_marks
 from common.contracts import now_ms
 from common.exit_levels import LadderParams
 from common.logging import bound
@@ -69,19 +68,8 @@ class Proposer:
 async def setup(ctx: ServiceContext) -> None:
     proposer = Proposer(ctx.redis, LadderParams.from_settings(ctx.settings))
 
-    ticks = TickFollower(ctx.redis, TICK_BATCH)
-    next_scan = 0.0
-
-    async def marks() -> None:
-        nonlocal next_scan
-        block_ms = min(ctx.settings.bus.block_ms, int((next_scan - time.monotonic()) * 1000))
-        for symbol, mark in (await ticks.marks(block_ms)).items():
-            await proposer.evaluate(symbol, mark)
-        if time.monotonic() >= next_scan:
-            next_scan = time.monotonic() + ctx.settings.exit.evaluate_interval_s
-            await proposer.scan()
-
-    ctx.repeat("marks", marks)
+    follow_marks(ctx, proposer.evaluate, proposer.scan, every_s=ctx.settings.exit.evaluate_interval_s,
+                 batch=TICK_BATCH)
 
 
 def main() -> None:
