@@ -105,6 +105,8 @@ class ApplySettings(_Section):
     protective_orders: bool = True
     reconcile_interval_s: Annotated[float, Field(gt=0)] = 60.0
     #: orders per second the executor sends at most (exits go first when it binds)
+    #: active/standby: the lease's TTL; the active instance renews it every third of that
+    lease_ttl_ms: Annotated[int, Field(ge=1000)] = 15_000
     orders_per_s: Annotated[float, Field(gt=0)] = 20.0
     order_burst: Annotated[int, Field(ge=1)] = 40
 

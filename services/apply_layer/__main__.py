@@ -18,6 +18,7 @@ from common.service import ServiceContext, run
 from common.streams import Service, Stream
 from services.apply_layer.executor import Executor
 from services.apply_layer.fills import FillRouter
+from services.apply_layer.lease import Lease, LeaseLost
 from services.apply_layer.reconcile import reconcile, settle_submitting
 from services.apply_layer.throttle import OrderThrottle, ThrottledExchange
 
@@ -35,6 +36,10 @@ async def setup(ctx: ServiceContext) -> None:
     settings = ctx.settings
     exchange = ThrottledExchange(build_exchange(ctx.redis, settings),
                                  OrderThrottle(settings.apply.orders_per_s, settings.apply.order_burst))
+    lease = Lease(ctx.redis, ctx.consumer_name, settings.apply.lease_ttl_ms)
+    if not await lease.acquire(ctx.stop, poll_s=settings.apply.lease_ttl_ms / 3000):
+        return  # stopped while standby
+    ctx.on_close(lease.release)
     executor = Executor(ctx.redis, exchange, settings, RetryPolicy.from_settings(settings.binance))
     router = FillRouter(ctx.redis, exchange, settings, executor.locks)
 
@@ -109,6 +114,22 @@ async def setup(ctx: ServiceContext) -> None:
             except PASSING as e:  # next interval tries again
                 log.warning("reconcile_skipped", error=str(e) or type(e).__name__)
 
+    async def lease_loop(ctx: ServiceContext) -> None:
+        while not ctx.stop.is_set():
+            ctx.beat("lease")
+            try:
+                await asyncio.wait_for(ctx.stop.wait(), timeout=settings.apply.lease_ttl_ms / 3000)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await lease.renew()
+            except REDIS_DOWN as e:
+                if lease.expired():  # another instance may be executing by now: stop (systemd restarts us)
+                    raise LeaseLost(f"the lease could not be renewed within its TTL: {e}") from e
+                log.warning("lease_renewal_failed", error=str(e) or type(e).__name__)
+
+    ctx.loop("lease", lease_loop)
     ctx.loop("exchange_events", events_loop)
     ctx.loop("reconcile", reconcile_loop)
 
