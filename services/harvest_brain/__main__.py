@@ -7,11 +7,12 @@ from decimal import Decimal
 import structlog
 
 from common import keys
+from common.books import read_account
 from common.exchange.errors import ExchangeError
 from common.exchange.factory import build_exchange
 from common.service import ServiceContext, run
 from common.streams import Service, Stream
-from services.harvest_brain.books import Bookkeeper
+from services.harvest_brain.books import DRAWDOWN, EQUITY, Bookkeeper
 
 log = structlog.get_logger()
 
@@ -35,6 +36,9 @@ async def starting_equity(ctx: ServiceContext) -> Decimal:
 
 async def setup(ctx: ServiceContext) -> None:
     equity = await starting_equity(ctx)
+    account = await read_account(ctx.redis)
+    EQUITY.set(float(account.equity if account else equity))  # the gauges are right before the next fill
+    DRAWDOWN.set(float(account.drawdown) if account else 0.0)
     log.info("harvest_brain_started", exchange=ctx.settings.exchange, starting_equity=str(equity))
     # one lane: every fill moves the one account hash, so fills are booked strictly one after another
     ctx.consume(Stream.EXECUTION_RESULT, Bookkeeper(ctx.redis, equity).handle)

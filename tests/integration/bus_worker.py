@@ -43,7 +43,19 @@ async def hop2(delivery: Delivery) -> Effects:
 
 def main() -> None:
     hop = sys.argv[1]
-    if hop == "http":
+    if hop == "hang":
+
+        async def setup_hang(ctx: ServiceContext) -> None:
+            async def hangs_after_a_while(ctx: ServiceContext) -> None:
+                for _ in range(10):
+                    ctx.beat("hangs")
+                    await asyncio.sleep(0.1)
+                await asyncio.Event().wait()  # a loop stuck for good: no more beats
+
+            ctx.loop("hangs", hangs_after_a_while)
+
+        run(Service.GOVERNOR, setup_hang)
+    elif hop == "http":
 
         async def setup_http(ctx: ServiceContext) -> None:
             app = FastAPI()

@@ -79,3 +79,38 @@ def test_http_service_serves_health_and_metrics_and_stops_on_sigterm(redis_url: 
         assert proc.terminate() == 0
     finally:
         proc.kill()
+
+
+def test_a_hung_loop_withholds_the_watchdog(redis_url: str, tmp_path: Path) -> None:
+    """WATCHDOG=1 is sent only while every loop makes progress: once a loop hangs, the pings stop (so
+    systemd's WatchdogSec restarts the service) and the runner logs watchdog_withheld."""
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(10)
+    proc = Proc(["-m", "tests.integration.bus_worker", "hang"],
+                {"REDIS_URL": redis_url, "NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000",
+                 "QT_BUS__BLOCK_MS": "100"}, tmp_path / "hang.log").start()
+    try:
+        assert sock.recv(64) == b"READY=1"
+        assert sock.recv(64) == b"WATCHDOG=1"  # healthy at first
+        sock.settimeout(0.2)
+        deadline = time.monotonic() + 15
+        while "watchdog_withheld" not in proc.log() and time.monotonic() < deadline:
+            try:
+                sock.recv(64)
+            except TimeoutError:
+                continue
+        assert "watchdog_withheld" in proc.log()
+        sock.settimeout(1.5)  # three watchdog periods: nothing more arrives while the loop hangs
+        got = []
+        try:
+            while True:
+                got.append(sock.recv(64))
+        except TimeoutError:
+            pass
+        assert b"WATCHDOG=1" not in got
+        assert proc.alive
+    finally:
+        proc.kill()
+        sock.close()
