@@ -9,7 +9,6 @@ callers log what happened (the governor as JSON lines; ``qt`` prints it).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from common.bus.effects import HashSet, Op, Publish, queue_ops
 from common.contracts import Action, AlertEvent, ApplyPlan, GovernorEvent, PlanStep, now_ms
 from common.contracts.enums import ExitReason
 from common.ess import Ess, EssState, armed, parse_ess, tripped
+from common.ids import exit_plan_id
 from common.policy import Policy
 from common.positions import PositionRecord
 from common.streams import Service, Stream
@@ -199,9 +199,8 @@ async def reset(redis: Redis, *, by: str, service: str, trace_id: str, reason: s
 
 
 def flatten_plan_id(position_plan_id: str) -> str:
-    """The exit plan id of DESIGN §4: sha256(``position_plan_id|ess_flatten|0``)[:16]."""
-    text = f"{position_plan_id}|{ExitReason.ESS_FLATTEN.value}|0"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """The exit plan id of DESIGN §4 for the kill switch's flatten: reason ess_flatten, stage 0."""
+    return exit_plan_id(position_plan_id, ExitReason.ESS_FLATTEN, 0)
 
 
 def flatten_plans(positions: Iterable[PositionRecord], *, source: str, trace_id: str) -> list[ApplyPlan]:

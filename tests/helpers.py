@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from decimal import Decimal
@@ -11,6 +10,7 @@ from typing import Any, TypeVar
 
 from common.config import BusSettings, Settings, load_settings
 from common.contracts import ApplyPlan, TradeIntent
+from common.ids import entry_plan_id, hex16
 
 T = TypeVar("T")
 TRACE = "0123456789abcdef"
@@ -19,10 +19,6 @@ TRACE = "0123456789abcdef"
 def run(coro: Coroutine[Any, Any, T], timeout_s: float = 60.0) -> T:
     """Run ``coro`` in a fresh event loop, failing after ``timeout_s``."""
     return asyncio.run(asyncio.wait_for(coro, timeout_s))
-
-
-def hex16(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def intent(i: int, symbol: str = "BTCUSDT") -> TradeIntent:
@@ -38,7 +34,7 @@ def intent(i: int, symbol: str = "BTCUSDT") -> TradeIntent:
 def entry_plan(source_intent: TradeIntent, source: str = "intent_bridge") -> ApplyPlan:
     """The entry plan an intent becomes (deterministic plan_id)."""
     return ApplyPlan(
-        source=source, trace_id=source_intent.trace_id, plan_id=hex16(source_intent.intent_id),
+        source=source, trace_id=source_intent.trace_id, plan_id=entry_plan_id(source_intent.intent_id),
         symbol=source_intent.symbol, action="ENTRY_PROPOSED", side=source_intent.side, qty=Decimal("0.02"),
         order_type="MARKET", reduce_only=False, leverage=source_intent.leverage,
         entry_price=source_intent.entry_price, stop_loss=source_intent.stop_loss,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from decimal import Decimal
 
 import typer
@@ -14,7 +13,8 @@ from common.books import read_account
 from common.bus import publish
 from common.cli.context import EXIT_PROBLEMS, console, with_redis
 from common.config import Settings
-from common.contracts import ApplyPlan, PlanStep, TradeClosed, decode, new_trace_id, now_ms
+from common.contracts import ApplyPlan, ExitReason, PlanStep, TradeClosed, decode, new_trace_id, now_ms
+from common.ids import exit_plan_id
 from common.market import read_price
 from common.maths.ledger import Account
 from common.positions import PositionRecord, all_positions, read_position
@@ -88,7 +88,7 @@ def trades(limit: int = typer.Option(20, help="How many, newest first.")) -> Non
 
 def manual_exit(position: PositionRecord, pct: float, at_ms: int) -> ApplyPlan:
     """The operator's exit plan for ``position`` (plan_id = sha256(position_plan_id|manual|<ms>)[:16])."""
-    plan_id = hashlib.sha256(f"{position.plan_id}|manual|{at_ms}".encode()).hexdigest()[:16]
+    plan_id = exit_plan_id(position.plan_id, ExitReason.MANUAL, at_ms)
     full = pct >= 100.0
     return ApplyPlan(source=Service.QT, trace_id=new_trace_id(), plan_id=plan_id, symbol=position.symbol,
                      action="FULL_CLOSE_PROPOSED" if full else "PARTIAL_CLOSE_PROPOSED",

@@ -7,10 +7,10 @@ restart, a repeated proposal) is the same plan, which apply_layer answers with `
 
 from __future__ import annotations
 
-import hashlib
 from decimal import Decimal
 
-from common.contracts import Action, ApplyPlan, ExitReason, PlanStep, plain_decimal
+from common.contracts import Action, ApplyPlan, ExitReason, PlanStep
+from common.ids import exit_plan_id, stop_plan_id, stop_text
 from common.maths.kill_score import KillScore
 from common.streams import Service
 
@@ -19,24 +19,6 @@ HARVEST_REASONS: dict[int, ExitReason] = {
     2: ExitReason.HARVEST_TP2,
     3: ExitReason.HARVEST_TP3,
 }
-
-
-def _hex16(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def stop_text(stop: Decimal) -> str:
-    """A stop price as one canonical string (``100.10`` and ``100.1`` are the same stop)."""
-    return plain_decimal(stop.normalize())
-
-
-def exit_plan_id(position_plan_id: str, reason: ExitReason, stage: int, attempt: int = 0) -> str:
-    """sha256(position_plan_id|reason|stage)[:16]; a repeated attempt of the same close adds ``|<n>``."""
-    return _hex16(f"{position_plan_id}|{reason.value}|{stage}" + (f"|{attempt}" if attempt else ""))
-
-
-def stop_plan_id(position_plan_id: str, new_stop_loss: Decimal) -> str:
-    return _hex16(f"{position_plan_id}|{Action.UPDATE_STOP.value}|{stop_text(new_stop_loss)}")
 
 
 def full_close(symbol: str, position_plan_id: str, reason: ExitReason, stage: int, *, trace_id: str | None = None,

@@ -14,7 +14,6 @@ A fill whose marker ``quantum:ledger:fill:{fill_id}`` exists was booked already:
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -26,6 +25,7 @@ from common import keys
 from common.books import account_from_hash, account_to_hash
 from common.bus import Delivery, Effects
 from common.contracts import ExecutionResult, FillKind, PositionSide, TradeClosed, plain_decimal
+from common.ids import hex16
 from common.logging import bound
 from common.maths.ledger import Account, LedgerPosition, apply_fill, book, new_account
 from common.redis_client import hgetall
@@ -151,7 +151,7 @@ def _plan_id_of(fill: ExecutionResult, trade: OpenTrade | None, opened_at: int) 
         return fill.position_plan_id
     if trade is not None and trade.position_plan_id:
         return trade.position_plan_id
-    return hashlib.sha256(f"{fill.symbol}|{opened_at}".encode()).hexdigest()[:16]
+    return hex16(fill.symbol, opened_at)
 
 
 def _opening_plan_id(fill: ExecutionResult) -> str:

@@ -9,12 +9,12 @@ which exitbrain ignores.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from decimal import Decimal
 
 from common.contracts import HarvestProposal, HarvestStage
 from common.exit_levels import LadderParams, base_fractions, levels_of
+from common.ids import hex16
 from common.maths.levels import (
     ExitLadderState,
     Harvest,
@@ -46,7 +46,7 @@ def start(position: PositionRecord, params: LadderParams) -> Ladder:
 
 def proposal_trace_id(position_plan_id: str, stage: HarvestStage) -> str:
     """A proposal starts a chain; its trace id is deterministic so a re-proposal is recognisable."""
-    return hashlib.sha256(f"{position_plan_id}|{stage.value}|proposal".encode()).hexdigest()[:16]
+    return hex16(position_plan_id, stage.value, "proposal")
 
 
 def r_multiple(position: PositionRecord, ladder: Ladder, mark: Decimal) -> float:

@@ -8,12 +8,12 @@ a SELL intent opens a short (the old bridge could not).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from common.contracts import Action, ApplyPlan, TradeIntent, plain_decimal
 from common.exchange.rules import SymbolRules
+from common.ids import entry_plan_id
 from common.policy import Policy
 
 NOT_IN_ALLOWLIST = "SKIP_INTENT_SYMBOL_NOT_IN_ALLOWLIST"
@@ -36,11 +36,6 @@ class Refusal:
 
     reason: str
     details: dict[str, Any] = field(default_factory=dict)
-
-
-def entry_plan_id(intent_id: str) -> str:
-    """DESIGN §4: the entry plan id is the first 16 hex of sha256(``intent_id``)."""
-    return hashlib.sha256(intent_id.encode()).hexdigest()[:16]
 
 
 def bridge(intent: TradeIntent, policy: Policy, rules: SymbolRules | None, *, now_ms: int, max_age_ms: int,

@@ -5,7 +5,6 @@ again after ``monitor.confirm_delay_s``, publish what started or ended, keep the
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -16,6 +15,7 @@ from common.bus import Effects, commit
 from common.config import MonitorSettings
 from common.contracts import Action, AlertEvent, ApplyPlan, ExitReason, ReconcileEvent, new_trace_id, now_ms
 from common.exchange.base import Exchange
+from common.ids import hex16
 from common.logging import bound
 from common.positions import PositionRecord, all_positions
 from common.streams import Service, Stream
@@ -120,6 +120,6 @@ async def _wait(stop: asyncio.Event | None, seconds: float) -> None:
 
 def adopt_plan(symbol: str, trace_id: str, at_ms: int) -> ApplyPlan:
     """The plan that makes apply_layer adopt the exchange's position of ``symbol``."""
-    plan_id = hashlib.sha256(f"{symbol}|adopt|{at_ms}".encode()).hexdigest()[:16]
+    plan_id = hex16(symbol, "adopt", at_ms)
     return ApplyPlan(source=Service.POSITION_MONITOR, trace_id=trace_id, plan_id=plan_id, symbol=symbol,
                      action=Action.ADOPT_EXCHANGE, reason=ExitReason.RECONCILE)

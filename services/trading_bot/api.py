@@ -12,9 +12,9 @@ from fastapi.responses import JSONResponse
 
 from common.config import Settings
 from common.contracts import ContractError, TradeIntent, decode, new_trace_id, now_ms
+from common.ids import intent_id
 from common.streams import Service
 from services.trading_bot.bot import Bot
-from services.trading_bot.intents import intent_id
 
 MANUAL_MODEL = "manual"
 #: envelope fields the bot sets itself on a manual intent

@@ -3,21 +3,16 @@ rounded to the symbol's tick, and when an unchanged signal is worth publishing a
 
 from __future__ import annotations
 
-import hashlib
 from decimal import ROUND_DOWN, Decimal
 
 from common.config import SignalSettings
 from common.contracts import Side, TradeIntent
 from common.exchange.rules import SymbolRules
+from common.ids import intent_id
 from common.maths.sizing import SizingParams, size_entry
 from services.trading_bot.signals import Signal
 
 CENT = Decimal("0.01")
-
-
-def intent_id(symbol: str, open_time: int, model: str) -> str:
-    """First 16 hex of sha256(``symbol|kline open_time|model``): two bots seeing one kline agree."""
-    return hashlib.sha256(f"{symbol}|{open_time}|{model}".encode()).hexdigest()[:16]
 
 
 def sizing_params(signal: SignalSettings) -> SizingParams:

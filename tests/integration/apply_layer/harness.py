@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -26,6 +25,7 @@ from common.contracts import (
 )
 from common.exchange.paper import PaperExchange
 from common.exchange.placement import RetryPolicy
+from common.ids import hex16 as hid
 from common.market import price_mapping
 from common.positions import PositionRecord, read_position
 from common.streams import Service, Stream
@@ -37,10 +37,6 @@ from tests.helpers import poll
 D = Decimal
 FAST_BUS = BusSettings(block_ms=50, claim_idle_ms=500, claim_interval_ms=100, reconnect_initial_ms=20,
                        reconnect_max_ms=200, socket_timeout_s=2.0)
-
-
-def hid(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def entry(name: str, symbol: str = "BTCUSDT", side: str = "BUY", qty: str = "0.01", price: str = "50000",

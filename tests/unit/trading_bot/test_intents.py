@@ -12,7 +12,8 @@ import pytest
 from common.config import REPO_ROOT, SignalSettings
 from common.contracts import Side, TradeIntent, decode, encode
 from common.exchange.rules import SymbolRules, load_rules_file
-from services.trading_bot.intents import build_intent, due, intent_id, sizing_params
+from common.ids import intent_id
+from services.trading_bot.intents import build_intent, due, sizing_params
 from services.trading_bot.signals import FALLBACK_MODEL, Signal
 from tests.helpers import TRACE, hex16
 
