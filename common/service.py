@@ -27,6 +27,7 @@ from common.backoff import Backoff
 from common.bus.consumer import Consumer, Guard, Handler, LaneKey, consumer_name
 from common.config import ConfigurationError, Settings, exit_config_error, settings_or_exit
 from common.contracts.base import now_ms
+from common.exchange.errors import ExchangeError
 from common.http import serve, with_metrics
 from common.logging import configure_logging
 from common.redis_client import REDIS_DOWN, redis_client, wait_for_redis
@@ -35,6 +36,8 @@ from common.systemd import notify, watchdog_interval_s
 log = structlog.get_logger()
 
 Loop = Callable[["ServiceContext"], Coroutine[Any, Any, None]]
+#: an exchange or Redis outage: a periodic round fails with it and the service carries on
+OUTAGES: tuple[type[BaseException], ...] = (ExchangeError, *REDIS_DOWN)
 Setup = Callable[["ServiceContext"], Awaitable[None]]
 
 
@@ -91,6 +94,30 @@ class ServiceContext:
                         await asyncio.wait_for(ctx.stop.wait(), timeout=delay)
                     except TimeoutError:
                         pass
+
+        self.loop(name, loop)
+
+    def every(self, name: str, interval_s: float, step: Callable[[], Awaitable[object]], *,
+              passing: tuple[type[BaseException], ...] = REDIS_DOWN, at_start: bool = False) -> None:
+        """A loop that runs ``step`` every ``interval_s`` (also at once with ``at_start``) until the service
+        stops. A ``passing`` failure (by default a Redis outage) skips one round, logged; anything else
+        stops the service loudly."""
+
+        async def loop(ctx: ServiceContext) -> None:
+            first = at_start
+            while not ctx.stop.is_set():
+                ctx.beat(name)
+                if not first:
+                    try:
+                        await asyncio.wait_for(ctx.stop.wait(), timeout=interval_s)
+                        return
+                    except TimeoutError:
+                        pass
+                first = False
+                try:
+                    await step()
+                except passing as e:
+                    log.warning("round_skipped", loop=name, error=str(e) or type(e).__name__)
 
         self.loop(name, loop)
 

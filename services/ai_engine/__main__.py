@@ -26,17 +26,10 @@ async def setup(ctx: ServiceContext) -> None:
     if store.current is None:
         log.warning("model_missing", model_dir=str(store.directory), hint="run qt train --data FILE")
 
-    async def reload_loop(ctx: ServiceContext) -> None:
-        while not ctx.stop.is_set():
-            ctx.beat("model_reload")
-            try:
-                await asyncio.wait_for(ctx.stop.wait(), timeout=ctx.settings.signal.model_reload_s)
-                return
-            except TimeoutError:
-                pass
-            await asyncio.to_thread(store.refresh)
+    async def reload() -> None:
+        await asyncio.to_thread(store.refresh)
 
-    ctx.loop("model_reload", reload_loop)
+    ctx.every("model_reload", ctx.settings.signal.model_reload_s, reload, passing=())
     ctx.serve_http(build_app(store, ctx.health))
 
 

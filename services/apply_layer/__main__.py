@@ -10,11 +10,10 @@ import structlog
 from common.backoff import Backoff
 from common.contracts import ApplyPlan, Message
 from common.exchange.base import ExchangeEvent
-from common.exchange.errors import ExchangeError
 from common.exchange.factory import build_exchange
 from common.exchange.placement import RetryPolicy
 from common.redis_client import REDIS_DOWN
-from common.service import ServiceContext, run
+from common.service import OUTAGES, ServiceContext, run
 from common.streams import Service, Stream
 from services.apply_layer.executor import Executor
 from services.apply_layer.fills import FillRouter
@@ -24,8 +23,6 @@ from services.apply_layer.throttle import OrderThrottle, ThrottledExchange
 
 log = structlog.get_logger()
 
-#: failures that pass: an exchange or Redis outage is waited out, never a crash loop
-PASSING: tuple[type[BaseException], ...] = (ExchangeError, *REDIS_DOWN)
 
 
 def lane(message: Message) -> str:
@@ -57,7 +54,7 @@ async def setup(ctx: ServiceContext) -> None:
         try:
             settled, drift = await prepare()
             break
-        except PASSING as e:
+        except OUTAGES as e:
             delay = backoff.delay_s(attempt)
             attempt += 1
             log.warning("start_waiting", error=str(e) or type(e).__name__, retry_in_s=round(delay, 3))
@@ -100,38 +97,21 @@ async def setup(ctx: ServiceContext) -> None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await pumper
 
-    async def reconcile_loop(ctx: ServiceContext) -> None:
-        while not ctx.stop.is_set():
-            ctx.beat("reconcile")
-            try:
-                await asyncio.wait_for(ctx.stop.wait(), timeout=settings.apply.reconcile_interval_s)
-                return
-            except TimeoutError:
-                pass
-            try:
-                await router.catch_up()
-                await reconcile(ctx.redis, exchange, executor.locks)
-            except PASSING as e:  # next interval tries again
-                log.warning("reconcile_skipped", error=str(e) or type(e).__name__)
+    async def reconcile_round() -> None:
+        await router.catch_up()
+        await reconcile(ctx.redis, exchange, executor.locks)
 
-    async def lease_loop(ctx: ServiceContext) -> None:
-        while not ctx.stop.is_set():
-            ctx.beat("lease")
-            try:
-                await asyncio.wait_for(ctx.stop.wait(), timeout=settings.apply.lease_ttl_ms / 3000)
-                return
-            except TimeoutError:
-                pass
-            try:
-                await lease.renew()
-            except REDIS_DOWN as e:
-                if lease.expired():  # another instance may be executing by now: stop (systemd restarts us)
-                    raise LeaseLost(f"the lease could not be renewed within its TTL: {e}") from e
-                log.warning("lease_renewal_failed", error=str(e) or type(e).__name__)
+    async def renew_lease() -> None:
+        try:
+            await lease.renew()
+        except REDIS_DOWN as e:
+            if lease.expired():  # another instance may be executing by now: stop (systemd restarts us)
+                raise LeaseLost(f"the lease could not be renewed within its TTL: {e}") from e
+            log.warning("lease_renewal_failed", error=str(e) or type(e).__name__)
 
-    ctx.loop("lease", lease_loop)
+    ctx.every("lease", settings.apply.lease_ttl_ms / 3000, renew_lease, passing=())
     ctx.loop("exchange_events", events_loop)
-    ctx.loop("reconcile", reconcile_loop)
+    ctx.every("reconcile", settings.apply.reconcile_interval_s, reconcile_round, passing=OUTAGES)
 
 
 def main() -> None:

@@ -5,17 +5,11 @@ It only reads the exchange (``positions()``); it never places an order and never
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
-
 import structlog
 
 from common.contracts import now_ms
-from common.exchange.errors import ExchangeError
 from common.exchange.factory import build_exchange
-from common.redis_client import REDIS_DOWN
-from common.service import ServiceContext, run
+from common.service import OUTAGES, ServiceContext, run
 from common.streams import Service, Stream
 from services.position_monitor.activity import Activity
 from services.position_monitor.api import build_app
@@ -27,29 +21,6 @@ from services.position_monitor.snapshot import take_snapshots
 log = structlog.get_logger()
 
 
-Loop = Callable[[ServiceContext], Coroutine[Any, Any, None]]
-#: what a round may fail with and still leave the service running
-SKIPPABLE: tuple[type[BaseException], ...] = (ExchangeError, *REDIS_DOWN)
-
-
-def every(name: str, interval_s: float, work: Callable[[ServiceContext], Awaitable[None]]) -> Loop:
-    """A loop that runs ``work`` at once and then every ``interval_s``; an exchange or Redis outage skips
-    one round, never the service."""
-
-    async def loop(ctx: ServiceContext) -> None:
-        while not ctx.stop.is_set():
-            ctx.beat(name)
-            try:
-                await work(ctx)
-            except SKIPPABLE as e:
-                log.warning(f"{name}_skipped", error=str(e) or type(e).__name__)
-            ctx.beat(name)
-            try:
-                await asyncio.wait_for(ctx.stop.wait(), timeout=interval_s)
-            except TimeoutError:
-                pass
-
-    return loop
 
 
 async def setup(ctx: ServiceContext) -> None:
@@ -62,14 +33,14 @@ async def setup(ctx: ServiceContext) -> None:
     reconciler = Reconciler(ctx.redis, exchange, monitor)
     last_snapshot: dict[str, int] = {}
 
-    async def snapshot(ctx: ServiceContext) -> None:
+    async def snapshot() -> None:
         snaps = await take_snapshots(ctx.redis, exchange, monitor.snapshot_interval_s, now_ms())
         held = [s for s in snaps if s.position_amt != 0]
         METRICS.open_positions.set(len(held))
         METRICS.unrealized.set(float(sum(s.unrealized_pnl for s in held)))
         last_snapshot["at"] = now_ms()
 
-    async def reconcile(ctx: ServiceContext) -> None:
+    async def reconcile() -> None:
         await reconciler.run_once(ctx.stop)
 
     def health() -> HealthView:
@@ -82,8 +53,8 @@ async def setup(ctx: ServiceContext) -> None:
 
     ctx.consume(Stream.APPLY_RESULT, activity.on_apply_result)
     ctx.consume(Stream.EXECUTION_RESULT, activity.on_execution_result)
-    ctx.loop("snapshot", every("snapshot", monitor.snapshot_interval_s, snapshot))
-    ctx.loop("reconcile", every("reconcile", monitor.reconcile_interval_s, reconcile))
+    ctx.every("snapshot", monitor.snapshot_interval_s, snapshot, passing=OUTAGES, at_start=True)
+    ctx.every("reconcile", monitor.reconcile_interval_s, reconcile, passing=OUTAGES, at_start=True)
     ctx.serve_http(build_app(Queries(ctx.redis, activity, reconciler), health))
     log.info("position_monitor_configured", exchange=exchange.name, resolution=monitor.resolution,
              snapshot_interval_s=monitor.snapshot_interval_s, reconcile_interval_s=monitor.reconcile_interval_s)
