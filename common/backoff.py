@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass
 
@@ -18,3 +19,17 @@ class Backoff:
         cap = min(self.max_s, self.initial_s * float(2 ** min(attempt, 32)))
         r: float = (rng or random).random()
         return float(cap / 2 + r * cap / 2)
+
+
+async def pause(stop: asyncio.Event | None, seconds: float) -> bool:
+    """Wait ``seconds`` unless ``stop`` is set first; True when it was (the caller should return)."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return False
+    if seconds <= 0:
+        return stop.is_set()
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True

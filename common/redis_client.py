@@ -11,7 +11,7 @@ from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from common.backoff import Backoff
+from common.backoff import Backoff, pause
 from common.config import Settings
 
 log = structlog.get_logger()
@@ -50,13 +50,7 @@ async def wait_for_redis(redis: Redis, settings: Settings, stop: asyncio.Event |
             delay = backoff.delay_s(attempt)
             attempt += 1
             log.warning("redis_unavailable", error=str(e) or type(e).__name__, retry_in_s=round(delay, 3))
-            if stop is None:
-                await asyncio.sleep(delay)
-            else:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
+            await pause(stop, delay)
     return False
 
 

@@ -23,7 +23,7 @@ from prometheus_client import start_http_server
 from redis.asyncio import Redis
 
 from common import keys, streams
-from common.backoff import Backoff
+from common.backoff import Backoff, pause
 from common.bus.consumer import Consumer, Guard, Handler, LaneKey, consumer_name
 from common.config import ConfigurationError, Settings, exit_config_error, settings_or_exit
 from common.contracts.base import now_ms
@@ -90,10 +90,7 @@ class ServiceContext:
                     failures += 1
                     log.warning("redis_unavailable", loop=name, error=str(e) or type(e).__name__,
                                 retry_in_s=round(delay, 3))
-                    try:
-                        await asyncio.wait_for(ctx.stop.wait(), timeout=delay)
-                    except TimeoutError:
-                        pass
+                    await ctx.wait(name, delay)
 
         self.loop(name, loop)
 
@@ -107,12 +104,8 @@ class ServiceContext:
             first = at_start
             while not ctx.stop.is_set():
                 ctx.beat(name)
-                if not first:
-                    try:
-                        await asyncio.wait_for(ctx.stop.wait(), timeout=interval_s)
-                        return
-                    except TimeoutError:
-                        pass
+                if not first and await ctx.wait(name, interval_s):
+                    return
                 first = False
                 try:
                     await step()
@@ -120,6 +113,16 @@ class ServiceContext:
                     log.warning("round_skipped", loop=name, error=str(e) or type(e).__name__)
 
         self.loop(name, loop)
+
+    async def wait(self, name: str, seconds: float) -> bool:
+        """Wait ``seconds`` (or until the service stops: True), beating for loop ``name`` meanwhile — a
+        loop waiting for its next round is alive, and the watchdog must see it so."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.beat(name)
+            if await pause(self.stop, min(left, 1.0)):
+                return True
+        return self.stop.is_set()
 
     def beat(self, name: str) -> None:
         self.progress[name] = time.monotonic()

@@ -20,7 +20,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from common.backoff import Backoff
+from common.backoff import Backoff, pause
 from common.bus.effects import Effects, Publish, commit
 from common.bus.inspect import group_lag
 from common.bus.metrics import BusMetrics, default_metrics
@@ -143,7 +143,7 @@ class Consumer:
                     continue
                 delay = self._retry.delay_s(failures)
                 failures += 1
-                await _wait(stop, delay)
+                await pause(stop, delay)
             except REDIS_DOWN as e:
                 drained_own = False  # entries may be held: re-read them before anything new
                 delay = self._backoff.delay_s(attempt)
@@ -151,7 +151,7 @@ class Consumer:
                 self.metrics.redis_reconnects.labels(self.spec.name).inc()
                 log.warning("redis_unavailable", stream=self.spec.name, group=self.group,
                             error=str(e) or type(e).__name__, retry_in_s=round(delay, 3))
-                await _wait(stop, delay)
+                await pause(stop, delay)
             except ResponseError as e:
                 drained_own = False
                 if "NOGROUP" in str(e):
@@ -164,7 +164,7 @@ class Consumer:
                 attempt += 1
                 log.warning("redis_refusing", stream=self.spec.name, group=self.group, error=str(e),
                             retry_in_s=round(delay, 3))
-                await _wait(stop, delay)
+                await pause(stop, delay)
         log.info("consumer_stopped", stream=self.spec.name, group=self.group, consumer=self.consumer)
 
     async def _drain_own_pending(self, stop: asyncio.Event, *, head_first: bool = False) -> bool:
@@ -352,11 +352,3 @@ class Consumer:
             if str(g["name"]) == self.group:
                 self.metrics.lag.labels(*self._labels).set(await group_lag(self.redis, self.spec.key, g))
                 self.metrics.pending.labels(*self._labels).set(int(g["pending"]))
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep ``seconds`` unless ``stop`` is set first."""
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass

@@ -7,7 +7,7 @@ import contextlib
 
 import structlog
 
-from common.backoff import Backoff
+from common.backoff import Backoff, pause
 from common.contracts import ApplyPlan, Message
 from common.exchange.base import ExchangeEvent
 from common.exchange.factory import build_exchange
@@ -58,11 +58,8 @@ async def setup(ctx: ServiceContext) -> None:
             delay = backoff.delay_s(attempt)
             attempt += 1
             log.warning("start_waiting", error=str(e) or type(e).__name__, retry_in_s=round(delay, 3))
-            try:
-                await asyncio.wait_for(ctx.stop.wait(), timeout=delay)
+            if await pause(ctx.stop, delay):
                 return
-            except TimeoutError:
-                pass
     ctx.on_close(exchange.close)
     log.info("apply_layer_started", exchange=exchange.name, settled=settled, drift=drift)
     ctx.consume(Stream.APPLY_PLAN, executor.handle, lane=lane, guard=executor.guard)

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from common import keys
+from common.backoff import pause
 from common.systemd import notify
 
 log = structlog.get_logger()
@@ -94,10 +95,7 @@ class Lease:
                 notify(f"STATUS=standby: the lease is held by {holder}")
                 announced = True
             notify("WATCHDOG=1")
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=poll_s)
-            except TimeoutError:
-                pass
+            await pause(stop, poll_s)
         return False
 
     async def renew(self) -> None:

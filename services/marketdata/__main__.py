@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import structlog
@@ -17,8 +16,6 @@ log = structlog.get_logger()
 
 #: how often the published counts are logged
 STATS_INTERVAL_S = 60.0
-#: the longest a waiting loop goes without a beat
-BEAT_S = 5.0
 
 
 async def setup(ctx: ServiceContext) -> None:
@@ -49,14 +46,8 @@ async def setup(ctx: ServiceContext) -> None:
 
     async def symbols(ctx: ServiceContext) -> None:
         while True:
-            due = time.monotonic() + md.symbols_refresh_s
-            while (wait := due - time.monotonic()) > 0:
-                ctx.beat("symbols")  # beat while waiting: the watchdog wants progress every few seconds
-                try:
-                    await asyncio.wait_for(ctx.stop.wait(), timeout=min(wait, BEAT_S))
-                    return
-                except TimeoutError:
-                    pass
+            if await ctx.wait("symbols", md.symbols_refresh_s):
+                return
             try:
                 await refresh_symbols(ctx.redis, rules)
             except Exception as e:  # a failed refresh keeps the previous rules

@@ -28,7 +28,7 @@ import structlog
 from binance import AsyncClient, BinanceSocketManager
 from binance.exceptions import BinanceAPIException
 
-from common.backoff import Backoff
+from common.backoff import Backoff, pause
 from common.config import Settings
 from common.contracts import now_ms
 from common.exchange.binance import futures_root
@@ -359,11 +359,8 @@ class BinanceFeed:
                 attempt += 1
                 log.info("binance_ws_reconnecting", delay_s=round(delay, 3), attempt=attempt)
                 yield Batch()
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
+                if await pause(stop, delay):
                     return
-                except TimeoutError:
-                    pass
                 yield Batch(klines=await self.backfill())
         finally:
             await self.close()

@@ -20,6 +20,7 @@ import structlog
 from redis.asyncio import Redis
 
 from common import streams
+from common.backoff import pause
 from common.config import ConfigurationError, MarketdataSettings, Settings
 from common.contracts import ContractError, MarketKline, decode, now_ms
 from common.exchange.rules import SymbolRules, load_rules_file
@@ -45,15 +46,6 @@ class Feed(Protocol):
     def batches(self, stop: asyncio.Event) -> AsyncIterator[Batch]: ...
 
 
-async def _stopped_within(stop: asyncio.Event, timeout_s: float) -> bool:
-    """Wait up to ``timeout_s``; True when ``stop`` was set meanwhile."""
-    if timeout_s <= 0:
-        return stop.is_set()
-    try:
-        await asyncio.wait_for(stop.wait(), timeout_s)
-    except TimeoutError:
-        return False
-    return True
 
 
 # --- synthetic -------------------------------------------------------------------------------------
@@ -152,7 +144,7 @@ class SyntheticFeed:
             delay = next_at - loop.time()
             if delay < -10 * self.real_interval_s:  # far behind (a stall): resume the pace, no burst
                 next_at = loop.time()
-            if await _stopped_within(stop, delay):
+            if await pause(stop, delay):
                 return
 
 
@@ -180,7 +172,7 @@ class ReplayFeed:
                 due = offset
                 # wait for the event's time, beating at least every IDLE_S
                 while (wait := start + offset / 1000 - loop.time()) > 0:
-                    if await _stopped_within(stop, min(wait, IDLE_S)):
+                    if await pause(stop, min(wait, IDLE_S)):
                         return
                     if wait > IDLE_S:
                         yield Batch()
@@ -194,7 +186,7 @@ class ReplayFeed:
             yield batch
         self.finished = True
         log.info("replay_finished", file=str(self.source.path), klines=len(self.source.klines))
-        while not await _stopped_within(stop, IDLE_S):
+        while not await pause(stop, IDLE_S):
             yield Batch()
 
 

@@ -11,6 +11,7 @@ from decimal import Decimal
 import structlog
 from redis.asyncio import Redis
 
+from common.backoff import pause
 from common.bus import Effects, commit
 from common.config import MonitorSettings
 from common.contracts import Action, AlertEvent, ApplyPlan, ExitReason, ReconcileEvent, new_trace_id, now_ms
@@ -68,7 +69,7 @@ class Reconciler:
         current = first
         if any(s not in self.known or self.known[s].kind is not d.kind for s, d in first.items()):
             if self.settings.confirm_delay_s > 0:
-                await _wait(stop, self.settings.confirm_delay_s)
+                await pause(stop, self.settings.confirm_delay_s)
             records, ours, theirs = await self._read()
             current = confirmed(first, find_drift(ours, theirs), self.known)
         started, ended = changes(self.known, current, ours)
@@ -106,16 +107,6 @@ class Reconciler:
                         redis_qty=str(drift.redis_qty), exchange_qty=str(drift.exchange_qty),
                         action_taken=remedy.action_taken)
         return Published(drift, remedy.action_taken)
-
-
-async def _wait(stop: asyncio.Event | None, seconds: float) -> None:
-    if stop is None:
-        await asyncio.sleep(seconds)
-        return
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass
 
 
 def adopt_plan(symbol: str, trace_id: str, at_ms: int) -> ApplyPlan:
