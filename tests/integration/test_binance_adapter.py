@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -40,7 +40,6 @@ from tests.fakes.fake_binance import (
     DEFAULT_API_SECRET,
     FakeBinance,
     FakeBinanceServer,
-    start_fake_binance,
 )
 
 T = TypeVar("T")
@@ -49,17 +48,16 @@ ALGO = "/fapi/v1/algoOrder"
 FAST = RetryPolicy(max_retries=5, backoff_initial_ms=10, backoff_max_ms=50)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeBinanceServer]:
-    srv = start_fake_binance()
-    yield srv
-    srv.stop()
+@pytest.fixture
+def server(fake_binance_server: FakeBinanceServer) -> FakeBinanceServer:
+    """The shared module-scoped fake server (tests/fakes/conftest_binance.py)."""
+    return fake_binance_server
 
 
 @pytest.fixture
-def fake(server: FakeBinanceServer) -> FakeBinance:
-    server.fake.reset()
-    return server.fake
+def fake(fake_binance: FakeBinance) -> FakeBinance:
+    """The shared fake, emptied before the test."""
+    return fake_binance
 
 
 def settings(server: FakeBinanceServer, **overrides: Any) -> BinanceSettings:

@@ -1,4 +1,4 @@
-"""The fake Binance server's fixtures for the marketdata integration tests."""
+"""The fake Binance server fixtures for every integration test (tests/fakes/conftest_binance.py)."""
 
 from tests.fakes.conftest_binance import fake_binance, fake_binance_server
 
