@@ -46,3 +46,17 @@ def with_redis(fn: Callable[[Redis, Settings], Awaitable[T]]) -> T:
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
+
+
+def age(ms: int | None) -> str:
+    """A duration in milliseconds as an operator reads it: ``42s``, ``7m``, ``3h``, ``2d`` (``-``: none)."""
+    if ms is None:
+        return "-"
+    seconds = max(0, ms) / 1000
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.0f}h"
+    return f"{seconds / 86400:.0f}d"

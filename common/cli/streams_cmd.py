@@ -11,7 +11,7 @@ from rich.table import Table
 from common import keys, streams
 from common.bus.consumer import ensure_group
 from common.bus.inspect import StreamInfo, parse_id, stream_info
-from common.cli.context import console, with_redis
+from common.cli.context import age, console, with_redis
 from common.config import Settings
 from common.contracts.base import now_ms
 
@@ -45,19 +45,6 @@ async def collect(redis: Redis) -> list[tuple[str, bool, StreamInfo | None]]:
     return rows
 
 
-def _age(last_id: str | None, now: int) -> str:
-    if not last_id:
-        return "-"
-    seconds = max(0, now - parse_id(last_id)[0]) / 1000
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172_800:
-        return f"{seconds / 3600:.0f}h"
-    return f"{seconds / 86400:.0f}d"
-
-
 def render(rows: list[tuple[str, bool, StreamInfo | None]]) -> Table:
     now = now_ms()
     table = Table(title="quantum:stream:*", title_justify="left")
@@ -77,7 +64,7 @@ def render(rows: list[tuple[str, bool, StreamInfo | None]]) -> Table:
             str(sum(g.consumers for g in info.groups)) if info.groups else "-",
             str(sum(g.pending for g in info.groups)) if info.groups else "-",
             str(max((g.lag or 0) for g in info.groups)) if info.groups else "-",
-            _age(info.last_id, now),
+            age(None if info.last_id is None else now - parse_id(info.last_id)[0]),
         )
     return table
 

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from rich.table import Table
 
 from common import keys
-from common.cli.context import EXIT_PROBLEMS, console, with_redis
+from common.cli.context import EXIT_PROBLEMS, age, console, with_redis
 from common.config import Settings
 from common.contracts import ReconcileEvent, decode
 from common.ess import read_ess
@@ -21,13 +21,6 @@ from common.positions import all_positions
 from common.redis_client import xrange
 from common.streams import Service, Stream
 from common.wiring import Finding, Thresholds, WiringSnapshot, collect, findings
-
-
-def _age(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    s = ms / 1000
-    return f"{s:.0f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.0f}h"
 
 
 def _markdown(snap: WiringSnapshot, found: list[Finding]) -> str:
@@ -44,11 +37,11 @@ def _markdown(snap: WiringSnapshot, found: list[Finding]) -> str:
         producers = ", ".join(v.producers) or "-"
         if not v.groups:
             lines.append(f"| {name} | {v.length} | {added} | {producers} | - | - | - | - | "
-                         f"{_age(v.last_entry_age_ms)} |")
+                         f"{age(v.last_entry_age_ms)} |")
         for g in v.groups:
             gname = g.name if g.registered else f"{g.name} (not registered)"
             lines.append(f"| {name} | {v.length} | {added} | {producers} | {gname} | {len(g.consumers)} | "
-                         f"{g.pending} | {g.lag} | {_age(v.last_entry_age_ms)} |")
+                         f"{g.pending} | {g.lag} | {age(v.last_entry_age_ms)} |")
     lines += ["", "## Keys", "", "| pattern | count |", "|---|---|"]
     lines += [f"| `{pattern}` | {count} |" for pattern, count in snap.key_counts.items()]
     lines += ["", f"## Findings ({len(found)})", ""]
