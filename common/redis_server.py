@@ -79,6 +79,9 @@ class EmbeddedRedis:
             server_args(self.port, self.data_dir, appendfsync=self.appendfsync),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            # its own session: a Ctrl-C to `make run` reaches the services, which drain against a Redis
+            # still up; `qt run` stops Redis after them
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
