@@ -54,12 +54,12 @@ S = Service
 #: through the governor's code on the kill switch and the policy)
 KEY_OWNERS: dict[str, tuple[str, ...]] = {
     S.MARKETDATA: (keys.market_price("*"), keys.marketstate("*"), keys.exchange_symbols()),
-    S.APPLY_LAYER: (POSITION_KEYS, keys.apply_plan("*"), keys.apply_blocked("*"), keys.apply_fill("*"),
+    S.APPLY_LAYER: (POSITION_KEYS, keys.apply_plan("*"), keys.apply_fill("*"),
                     keys.apply_fill_cursor(), keys.apply_lease(), keys.cooldown("*"), *_PAPER),
     S.EXITBRAIN: (keys.exit_state("*"),),
     S.HARVEST_BRAIN: (keys.position_ledger("*"), keys.ledger_account(), keys.ledger_fill("*"),
                       keys.ledger_trade("*")),
-    S.POSITION_MONITOR: (keys.position_snapshot("*"),),
+    S.POSITION_MONITOR: (keys.position_snapshot("*"), keys.reconcile_drift("*")),
     S.GOVERNOR: (keys.policy_current(), keys.ess()),
     OPERATOR: (keys.policy_current(), keys.ess()),
 }
@@ -73,7 +73,8 @@ KEY_READERS: dict[str, tuple[str, ...]] = {
     S.INTENT_BRIDGE: (keys.policy_current(), keys.ess(), keys.exchange_symbols(), POSITION_KEYS,
                       keys.ledger_account(), keys.market_price("*"), keys.cooldown("*")),
     S.GOVERNOR: (keys.ledger_account(), POSITION_KEYS, keys.exchange_symbols(), keys.market_price("*")),
-    S.APPLY_LAYER: (keys.ess(), keys.policy_current(), keys.exchange_symbols(), keys.market_price("*")),
+    S.APPLY_LAYER: (keys.ess(), keys.policy_current(), keys.exchange_symbols(), keys.market_price("*"),
+                    keys.reconcile_drift("*")),
     S.EXITBRAIN: (POSITION_KEYS, keys.market_price("*"), keys.marketstate("*"), keys.exchange_symbols()),
     S.HARVEST_PROPOSAL: (POSITION_KEYS, keys.market_price("*"), keys.exit_state("*"), keys.exchange_symbols()),
     S.HARVEST_BRAIN: (POSITION_KEYS, keys.exchange_symbols()),

@@ -57,6 +57,8 @@ class BusSettings(_Section):
     """The bus runtime (DESIGN §5)."""
 
     batch_size: Annotated[int, Field(ge=1, le=1000)] = 32
+    #: entries a consumer holds in memory at most (read, not yet handled): the reader waits for room
+    in_flight_max: Annotated[int, Field(ge=1, le=100_000)] = 256
     block_ms: Annotated[int, Field(ge=1, le=60_000)] = 1000
     claim_idle_ms: Annotated[int, Field(ge=1)] = 30_000
     claim_interval_ms: Annotated[int, Field(ge=1)] = 5_000
@@ -101,14 +103,26 @@ class ApplySettings(_Section):
     cooldown_s: Annotated[int, Field(ge=0)] = 900
     #: an entry plan older than this is skipped as stale_plan (exits never are)
     entry_max_age_s: Annotated[int, Field(ge=1)] = 300
+    #: an entry whose mark moved more than this fraction from its entry_price is skipped as price_moved
+    entry_max_move_frac: Annotated[float, Field(gt=0, lt=1)] = 0.01
     record_ttl_s: Annotated[int, Field(ge=60)] = 7 * 86_400
     protective_orders: bool = True
-    reconcile_interval_s: Annotated[float, Field(gt=0)] = 60.0
-    #: orders per second the executor sends at most (exits go first when it binds)
+    #: the settling round: missed exchange fills booked and stuck SUBMITTING records settled this often
+    settle_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    #: a SUBMITTING record not updated for this long is settled by the round (0: one settle interval)
+    submitting_max_age_s: Annotated[float, Field(ge=0)] = 0.0
+    #: a position whose protective stop the exchange rejected or expired, and that cannot be protected
+    #: again: "close" it (a reduce-only market exit) or only "alert"
+    unprotected: Literal["close", "alert"] = "close"
     #: active/standby: the lease's TTL; the active instance renews it every third of that
     lease_ttl_ms: Annotated[int, Field(ge=1000)] = 15_000
+    #: orders per second the executor sends at most (exits go first when it binds)
     orders_per_s: Annotated[float, Field(gt=0)] = 20.0
     order_burst: Annotated[int, Field(ge=1)] = 40
+
+    @property
+    def submitting_max_age_ms(self) -> int:
+        return int((self.submitting_max_age_s or self.settle_interval_s) * 1000)
 
 
 class HttpSettings(_Section):
@@ -189,8 +203,11 @@ class ExitSettings(_Section):
     """exitbrain and harvest_proposal (DESIGN §7)."""
 
     kill_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.70
-    #: a full close still not done this long after it was proposed is proposed again (a new attempt id)
+    #: a full close (or the TP3 harvest) still not done this long after it was proposed is proposed again
+    #: as a full close (a new attempt id)
     close_retry_s: Annotated[float, Field(gt=0)] = 120.0
+    #: a position open this long is closed in full (reason time_exit); 0 = no time exit
+    max_hold_s: Annotated[int, Field(ge=0)] = 0
     trailing_callback_pct: Annotated[float, Field(gt=0, lt=1)] = 0.008
     min_stop_step_pct: Annotated[float, Field(ge=0, lt=1)] = 0.001
     pnl_interval_s: Annotated[float, Field(gt=0)] = 5.0
@@ -262,9 +279,22 @@ class BinanceSettings(_Section):
     max_retries: Annotated[int, Field(ge=0, le=20)] = 5
     backoff_initial_ms: Annotated[int, Field(ge=1)] = 200
     backoff_max_ms: Annotated[int, Field(ge=1)] = 10_000
+    #: exchangeInfo and the leverage brackets are re-read this often
     rules_ttl_s: Annotated[int, Field(ge=1)] = 3_600
     listen_key_keepalive_s: Annotated[int, Field(ge=1)] = 1_800
     poll_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    #: the contract types traded; symbols of other types (e.g. TRADIFI_PERPETUAL) are left out
+    contract_types: tuple[Annotated[str, Field(pattern=r"^[A-Z][A-Z_]*$")], ...] = ("PERPETUAL",)
+    #: how long a filled order's trades may take to add up to its executed quantity before the fill
+    #: is left to be settled later (re-read a few times within this)
+    fills_wait_s: Annotated[float, Field(ge=0, le=30)] = 2.0
+
+    @field_validator("contract_types")
+    @classmethod
+    def _some_contract_type(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("name at least one contract type (e.g. PERPETUAL)")
+        return value
 
 
 class Settings(BaseSettings):

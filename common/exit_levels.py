@@ -1,4 +1,5 @@
-"""A position's exit ladder from its own levels: what exitbrain and harvest_proposal both compute.
+"""A position's exit ladder from its own levels. harvest_proposal walks its take-profits (it owns the ladder);
+exitbrain takes from it only the leverage-aware stop and the harvest split of a proposed stage.
 
 The base stop and target are the position's stop-loss and take-profit as price-move fractions of its
 entry; the adaptive TP1..TP3 and SL follow from them and the leverage (``common.maths.levels``).

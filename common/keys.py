@@ -97,9 +97,10 @@ def apply_plan_pattern() -> str:
     return f"{PREFIX}:apply:plan:*"
 
 
-def apply_blocked(symbol: str) -> str:
-    """Set by apply_layer's reconciliation: entries blocked for ``symbol`` until resolved."""
-    return f"{PREFIX}:apply:blocked:{symbol}"
+def reconcile_drift(symbol: str) -> str:
+    """position_monitor's open drift of ``symbol`` (hash: kind, redis_qty, exchange_qty, since): written
+    when a drift is confirmed, deleted when it is resolved. apply_layer blocks entries while it exists."""
+    return f"{PREFIX}:reconcile:drift:{symbol}"
 
 
 def apply_lease() -> str:
@@ -211,6 +212,6 @@ def apply_fill_cursor() -> str:
     return f"{PREFIX}:apply:fill_cursor"
 
 
-def symbol_of_blocked(key: str) -> str | None:
-    head = f"{PREFIX}:apply:blocked:"
+def symbol_of_drift(key: str) -> str | None:
+    head = f"{PREFIX}:reconcile:drift:"
     return key[len(head):] if key.startswith(head) else None

@@ -24,11 +24,22 @@ from redis.asyncio import Redis
 
 from common import keys, streams
 from common.backoff import Backoff, pause
-from common.bus.consumer import Consumer, Guard, Handler, LaneKey, consumer_name
+from common.bus.consumer import (
+    Consumer,
+    DeadCheck,
+    DeadLetterHook,
+    Guard,
+    Handler,
+    LaneKey,
+    consumer_name,
+    heartbeat_dead,
+)
+from common.bus.effects import Fence
 from common.config import ConfigurationError, Settings, exit_config_error, settings_or_exit
 from common.contracts.base import now_ms
 from common.exchange.errors import ExchangeError
 from common.http import serve, with_metrics
+from common.instance import ProcessIdentity
 from common.logging import configure_logging
 from common.redis_client import REDIS_DOWN, redis_client, wait_for_redis
 from common.systemd import notify, watchdog_interval_s
@@ -60,10 +71,16 @@ class ServiceContext:
         self.http_port: int | None = None
 
     def consume(self, stream: str, handler: Handler, *, lane: LaneKey | None = None,
-                guard: Guard | None = None) -> Consumer:
-        """Consume the registered ``stream`` through this service's group."""
+                guard: Guard | None = None, dead: DeadCheck | None = None, fence: Fence | None = None,
+                transient: tuple[type[BaseException], ...] = (),
+                on_dead_letter: DeadLetterHook | None = None) -> Consumer:
+        """Consume the registered ``stream`` through this service's group (see :class:`Consumer` for the
+        options). Entries of a consumer known to be dead are claimed at once: by default one whose
+        heartbeat is gone (``dead`` overrides)."""
         consumer = Consumer(self.redis, streams.get(stream), self.service, self.consumer_name, handler,
-                            self.settings.bus, service=self.service, lane=lane, guard=guard)
+                            self.settings.bus, service=self.service, lane=lane, guard=guard,
+                            dead=dead or heartbeat_dead(self.redis), fence=fence, transient=transient,
+                            on_dead_letter=on_dead_letter)
         self.consumers.append(consumer)
         return consumer
 
@@ -93,6 +110,25 @@ class ServiceContext:
                     await ctx.wait(name, delay)
 
         self.loop(name, loop)
+
+    async def until_done(self, name: str, step: Callable[[], Awaitable[object]], *,
+                         passing: tuple[type[BaseException], ...] = OUTAGES) -> bool:
+        """Run ``step`` until it succeeds (a start that needs the exchange and Redis): a ``passing``
+        failure is waited out with capped backoff and jitter, beating meanwhile. False when the service
+        was stopped first."""
+        backoff = Backoff(self.settings.bus.reconnect_initial_ms / 1000, self.settings.bus.reconnect_max_ms / 1000)
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                await step()
+                return True
+            except passing as e:
+                delay = backoff.delay_s(failures)
+                failures += 1
+                log.warning("waiting", step=name, error=str(e) or type(e).__name__, retry_in_s=round(delay, 3))
+                if await self.wait(name, delay):
+                    break
+        return False
 
     def every(self, name: str, interval_s: float, step: Callable[[], Awaitable[object]], *,
               passing: tuple[type[BaseException], ...] = REDIS_DOWN, at_start: bool = False) -> None:
@@ -180,7 +216,17 @@ async def _main(service: str, settings: Settings, setup: Setup) -> int:
         if not await wait_for_redis(redis, settings, stop):
             return 0
         ctx = ServiceContext(service, settings, redis, stop)
-        await setup(ctx)
+        if not await claim_instance(ctx):
+            return 0
+        try:
+            await setup(ctx)
+        except BaseException:
+            await _close(ctx)
+            raise
+        if stop.is_set():  # stopped during setup (a standby waiting for its lease): nothing was started
+            await _close(ctx)
+            log.info("service_stopped", exit_code=0)
+            return 0
         for consumer in ctx.consumers:
             await _until_redis(consumer.setup, settings, stop)
         if ctx.http_port is None:
@@ -241,34 +287,102 @@ async def _supervise(ctx: ServiceContext) -> int:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 log.error("task_failed_while_stopping", task=work[task], error=repr(task.exception()))
                 code = code or 1
-    for task in helpers:
+    # the helpers end on stop by themselves; cancelling is the backstop (a cancelled Redis call can
+    # return normally, so cancellation alone is not relied on)
+    _, late_helpers = await asyncio.wait(helpers, timeout=5)
+    for task in late_helpers:
         task.cancel()
     await asyncio.gather(*helpers, return_exceptions=True)
+    await _close(ctx)
+    log.info("service_stopped", exit_code=code)
+    return code
+
+
+async def _close(ctx: ServiceContext) -> None:
+    """The service's cleanups, then its heartbeat key goes (only if it is still this process's)."""
     for cleanup in ctx.cleanups:
         try:
             await asyncio.wait_for(cleanup(), timeout=5)
         except Exception as e:
             log.warning("cleanup_failed", error=repr(e))
     try:
-        await asyncio.wait_for(ctx.redis.delete(keys.heartbeat(ctx.service, ctx.instance)), timeout=2)
+        await asyncio.wait_for(_release_heartbeat(ctx), timeout=2)
     except REDIS_DOWN:  # TimeoutError is among them
         pass
-    log.info("service_stopped", exit_code=code)
-    return code
+
+
+def _heartbeat_value(ctx: ServiceContext) -> str:
+    return json.dumps({**ProcessIdentity.current().fields(), "started_at": ctx.started_at, "ts": now_ms(),
+                       "consumer": ctx.consumer_name, "healthy": ctx.healthy_since(60.0)})
+
+
+def _holder(raw: str | None) -> ProcessIdentity | None:
+    try:
+        beat = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return ProcessIdentity.from_heartbeat(beat) if isinstance(beat, dict) else None
+
+
+async def claim_instance(ctx: ServiceContext) -> bool:
+    """Take this instance's heartbeat key before anything else. Another live process holding it (the
+    same service started twice on one host under one name) is a configuration error (exit 78): two
+    instances must not share a consumer name. A crashed predecessor's key is taken over at once; a holder
+    that cannot be judged from here (another machine with the same host name) is waited out until its
+    key lapses. False when stopped while waiting."""
+    key = keys.heartbeat(ctx.service, ctx.instance)
+    ttl_ms = ctx.settings.runtime.heartbeat_ttl_s * 1000
+    me = ProcessIdentity.current()
+    deadline = time.monotonic() + 2 * ttl_ms / 1000
+    while True:
+        if await ctx.redis.set(key, _heartbeat_value(ctx), nx=True, px=ttl_ms):
+            return True
+        raw: Any = await ctx.redis.get(key)
+        holder = _holder(raw)
+        if holder is not None and holder.pid == me.pid and holder.boot_id == me.boot_id:
+            return True
+        alive = holder.alive_here() if holder is not None else None
+        if alive is False:
+            log.warning("heartbeat_taken_from_dead_predecessor", previous_pid=holder.pid if holder else None)
+            await ctx.redis.set(key, _heartbeat_value(ctx), px=ttl_ms)
+            return True
+        if alive or time.monotonic() > deadline:
+            raise ConfigurationError(
+                "instance", f"another {ctx.service} runs as {ctx.consumer_name} (pid "
+                f"{holder.pid if holder else '?'}): give each instance on a host its own QT_INSTANCE")
+        if await pause(ctx.stop, 0.5):
+            return False
+
+
+async def _release_heartbeat(ctx: ServiceContext) -> None:
+    """Delete the heartbeat key if this process holds it (never a live successor's)."""
+    from redis.exceptions import WatchError
+
+    key = keys.heartbeat(ctx.service, ctx.instance)
+    me = ProcessIdentity.current()
+    async with ctx.redis.pipeline(transaction=True) as pipe:
+        try:
+            await pipe.watch(key)
+            raw: Any = await pipe.get(key)
+            holder = _holder(raw)
+            if holder is not None and holder.pid == me.pid:
+                pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves multi() unannotated
+                pipe.delete(key)
+                await pipe.execute()
+        except WatchError:
+            pass
 
 
 async def _heartbeat(ctx: ServiceContext) -> None:
     """``quantum:heartbeat:{service}:{instance}`` with a TTL, refreshed while the service lives."""
     runtime = ctx.settings.runtime
     key = keys.heartbeat(ctx.service, ctx.instance)
-    while True:
-        value = json.dumps({"pid": os.getpid(), "started_at": ctx.started_at, "ts": now_ms(),
-                            "consumer": ctx.consumer_name, "healthy": ctx.healthy_since(60.0)})
+    while not ctx.stop.is_set():
         try:
-            await ctx.redis.set(key, value, px=runtime.heartbeat_ttl_s * 1000)
+            await ctx.redis.set(key, _heartbeat_value(ctx), px=runtime.heartbeat_ttl_s * 1000)
         except REDIS_DOWN:
             pass
-        await asyncio.sleep(runtime.heartbeat_interval_s)
+        await pause(ctx.stop, runtime.heartbeat_interval_s)
 
 
 async def _watchdog(ctx: ServiceContext) -> None:
@@ -276,18 +390,18 @@ async def _watchdog(ctx: ServiceContext) -> None:
     interval = watchdog_interval_s()
     if interval is None:
         return
-    while True:
+    while not ctx.stop.is_set():
         # a blocking read lasts block_ms; a loop silent for twice the watchdog period is hung
         if ctx.healthy_since(max(interval * 4, ctx.settings.bus.block_ms / 1000 * 3)):
             notify("WATCHDOG=1")
         else:
             log.error("watchdog_withheld", reason="a loop made no progress")
-        await asyncio.sleep(interval)
+        await pause(ctx.stop, interval)
 
 
 async def _measure(ctx: ServiceContext) -> None:
     """Consumer lag and pending, for /metrics."""
-    while True:
+    while not ctx.stop.is_set():
         for consumer in ctx.consumers:
             try:
                 await consumer.measure()
@@ -295,7 +409,7 @@ async def _measure(ctx: ServiceContext) -> None:
                 pass
             except Exception as e:
                 log.debug("measure_failed", stream=consumer.spec.name, error=repr(e))
-        await asyncio.sleep(ctx.settings.bus.lag_interval_s)
+        await pause(ctx.stop, ctx.settings.bus.lag_interval_s)
 
 
 def _start_metrics(service: str, settings: Settings) -> None:

@@ -101,7 +101,7 @@ _BASE: tuple[StreamSpec, ...] = (
     StreamSpec(Stream.MARKETSTATE, m.MarketState, (S.MARKETDATA,), readers=(S.EXITBRAIN,), maxlen=10_000),
     StreamSpec(Stream.TRADE_INTENT, m.TradeIntent, (S.TRADING_BOT,), groups=(S.INTENT_BRIDGE,), maxlen=50_000),
     StreamSpec(Stream.APPLY_PLAN, m.ApplyPlan, (S.INTENT_BRIDGE, S.EXITBRAIN, S.GOVERNOR, S.QT,
-                                                S.POSITION_MONITOR),
+                                                S.POSITION_MONITOR, S.APPLY_LAYER),  # apply_layer: protection lost
                groups=(S.APPLY_LAYER,), maxlen=50_000),
     StreamSpec(Stream.APPLY_RESULT, m.ApplyResult, (S.APPLY_LAYER,), groups=(S.POSITION_MONITOR,),
                maxlen=50_000),
@@ -112,7 +112,7 @@ _BASE: tuple[StreamSpec, ...] = (
     StreamSpec(Stream.TRADE_CLOSED, m.TradeClosed, (S.HARVEST_BRAIN,), groups=(S.GOVERNOR,), maxlen=50_000),
     StreamSpec(Stream.EXITBRAIN_PNL, m.ExitbrainPnl, (S.EXITBRAIN,), maxlen=10_000),
     StreamSpec(Stream.POSITION_SNAPSHOT, m.PositionSnapshot, (S.POSITION_MONITOR,), maxlen=10_000),
-    StreamSpec(Stream.RECONCILE_EVENTS, m.ReconcileEvent, (S.APPLY_LAYER, S.POSITION_MONITOR), maxlen=10_000),
+    StreamSpec(Stream.RECONCILE_EVENTS, m.ReconcileEvent, (S.POSITION_MONITOR,), maxlen=10_000),
     StreamSpec(Stream.GOVERNOR_EVENTS, m.GovernorEvent, (S.GOVERNOR, S.QT), maxlen=10_000),  # qt: ess/policy
     StreamSpec(Stream.POLICY_AUDIT, m.PolicyAudit, (S.INTENT_BRIDGE,), maxlen=10_000),
     StreamSpec(Stream.ALERTS, m.AlertEvent, (S.GOVERNOR, S.APPLY_LAYER, S.POSITION_MONITOR), maxlen=10_000),

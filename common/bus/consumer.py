@@ -1,27 +1,40 @@
 """One consumer of one stream through one group — the runtime every grouped handler runs in.
 
-Order of reading (DESIGN §5): the consumer's own pending entries first (id ``0``: a restart reuses its
-name and finishes what it held), then entries idle past ``claim_idle_ms`` from any consumer (XAUTOCLAIM),
-then new entries (``>``). An entry delivered more than ``max_deliveries`` times, or failing its contract,
-goes to ``<stream>.dlq`` and is acknowledged. A handled entry's effects and its XACK are one MULTI/EXEC.
+Order of reading (DESIGN §5, §12): entries held by consumers known to be dead are claimed at once
+(``dead``: by default a consumer whose heartbeat is gone; apply_layer, holding the lease, knows every
+other consumer of its group is dead), then this consumer's own pending entries are re-read (id ``0``: a
+restart finishes what it held, the claimed entries among them, in stream order), then entries idle past
+``claim_idle_ms`` from any consumer (XAUTOCLAIM), then new entries (``>``).
+
+Each lane (``lane`` maps a message to a key, e.g. its symbol) has its own worker: entries of one lane are
+handled in stream order, lanes independently of each other. A failing entry holds up only its own lane:
+that lane waits (doubling, capped) and tries the same entry again while the other lanes keep flowing; an
+entry delivered more than ``max_deliveries`` times, or failing its contract, goes to ``<stream>.dlq`` and
+is acknowledged. A handled entry's effects and its XACK are one MULTI/EXEC, fenced when the consumer is
+given a :class:`~common.bus.effects.Fence` (nothing commits unless the fence key still holds our value).
+At most ``in_flight_max`` entries are held in memory, and a batch's worth in lanes that are not failing;
+the reader waits for room.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from common import keys
 from common.backoff import Backoff, pause
-from common.bus.effects import Effects, Publish, commit
+from common.bus.effects import Effects, Fence, Publish, commit
 from common.bus.inspect import group_lag
 from common.bus.metrics import BusMetrics, default_metrics
 from common.config import BusSettings
@@ -34,6 +47,7 @@ log = structlog.get_logger()
 
 #: errors with which a reachable Redis refuses work for a while (failover, full disk, memory, loading)
 REDIS_REFUSING = ("READONLY", "MISCONF", "OOM", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+_UNSURE: tuple[type[BaseException], ...] = (ResponseError, *REDIS_DOWN)
 
 
 def consumer_name(service: str, host: str, instance: str = "") -> str:
@@ -54,6 +68,11 @@ class Delivery:
 Handler = Callable[[Delivery], Awaitable[Effects]]
 LaneKey = Callable[[Message], str]
 Guard = Callable[[Message], AbstractAsyncContextManager[object]]
+#: is the consumer of this name known to be dead (its entries may be claimed at once)?
+DeadCheck = Callable[[str], Awaitable[bool]]
+#: what else a dead-lettered (decodable) entry commits with its dead letter, under its guard (e.g. the one
+#: result a plan must have), given the message and the reason
+DeadLetterHook = Callable[[Message, str], Awaitable[Effects]]
 
 
 async def ensure_group(redis: Redis, key: str, group: str) -> bool:
@@ -67,12 +86,69 @@ async def ensure_group(redis: Redis, key: str, group: str) -> bool:
         raise
 
 
+def heartbeat_dead(redis: Redis) -> DeadCheck:
+    """A consumer ``<service>@<instance>`` is dead when its heartbeat key is gone (a clean stop deletes
+    it; after a crash it lapses with its TTL)."""
+
+    async def dead(name: str) -> bool:
+        service, _, instance = name.partition("@")
+        return not instance or not await redis.exists(keys.heartbeat(service, instance))
+
+    return dead
+
+
+def _raise_if_cancelled() -> None:
+    """A cancelled blocking read can return normally (redis-py 8 swallows the CancelledError in places):
+    a loop that was cancelled ends at its next turn all the same."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass
+class _Entry:
+    entry_id: str
+    fields: dict[str, str] | None
+    message: Message | ContractError | None
+    #: the delivery count Redis had when it was read (1 for a new entry)
+    deliveries: int
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return _id_key(self.entry_id)
+
+
+@dataclass
+class _Lane:
+    """The entries of one lane held in memory, in stream order, and its worker."""
+
+    key: str
+    entries: list[_Entry] = field(default_factory=list)
+    failures: int = 0
+    delay_s: float = 0.0
+    task: asyncio.Task[None] | None = None
+
+    def insert(self, entry: _Entry) -> None:
+        """In stream order; an entry claimed late (older than some held) goes before the newer ones
+        that have not started (the head, once started, stays the head)."""
+        orders = [e.order for e in self.entries]
+        at = bisect.bisect_right(orders, entry.order, lo=1 if self.entries and self.task else 0)
+        self.entries.insert(at, entry)
+
+
 class Consumer:
     """Runs ``handler`` over ``spec`` as ``consumer`` of ``group`` until ``stop`` is set.
 
     ``lane`` (optional) maps a message to a lane key (e.g. its symbol): entries of one lane are handled
-    in order, different lanes concurrently. ``guard`` (optional) gives an async context held around the
-    handler *and* its commit (e.g. a per-symbol lock shared with another loop of the service).
+    in order, different lanes concurrently and independently. ``guard`` (optional) gives an async
+    context held around the handler *and* its commit (e.g. a per-symbol lock shared with another loop of
+    the service). ``dead`` says whether another consumer of the group is known dead (its pending entries
+    are claimed at once instead of after ``claim_idle_ms``); ``fence`` guards every commit.
     """
 
     def __init__(
@@ -88,6 +164,10 @@ class Consumer:
         lane: LaneKey | None = None,
         guard: Guard | None = None,
         metrics: BusMetrics | None = None,
+        dead: DeadCheck | None = None,
+        fence: Fence | None = None,
+        transient: tuple[type[BaseException], ...] = (),
+        on_dead_letter: DeadLetterHook | None = None,
     ) -> None:
         if group not in spec.groups:
             raise ValueError(f"{group} is not a registered group of {spec.name}")
@@ -100,19 +180,28 @@ class Consumer:
         self.service = service or group
         self.lane = lane
         self.guard = guard
+        self.dead = dead
+        self.fence = fence
+        self.transient = transient
+        self.on_dead_letter = on_dead_letter
         self.metrics = metrics or default_metrics()
         self.last_progress = time.monotonic()
         self._backoff = Backoff(settings.reconnect_initial_ms / 1000, settings.reconnect_max_ms / 1000)
-        #: the wait before a failed entry is tried again (it grows with each failure)
+        #: the wait before a failed entry is tried again (it grows with each failure of its lane)
         self._retry = Backoff(settings.retry_initial_ms / 1000, settings.retry_max_ms / 1000)
         self._next_claim = 0.0
+        self._next_refresh = 0.0
         self._claim_cursor = "0-0"
         self._labels = (spec.name, group)
-        #: the last handler error per pending entry, for the dead letter's reason (bounded)
+        #: the last handler error per failing entry, for the dead letter's reason (bounded)
         self._last_errors: dict[str, str] = {}
-        #: deliveries this process made of each failing entry (a floor under XPENDING's count, which a
-        #: re-read of history does not raise on every server)
+        #: deliveries this process made of each failing entry (a retry from memory is not counted by Redis)
         self._attempts: dict[str, int] = {}
+        self._lanes: dict[str, _Lane] = {}
+        self._held: set[str] = set()
+        self._room = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._stop = asyncio.Event()
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -122,79 +211,107 @@ class Consumer:
             log.info("group_created", stream=self.spec.name, group=self.group)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set; the batch in hand is finished and acknowledged first.
-
-        Order is kept: when a handler fails (or Redis fails mid-batch) the rest of that entry's lane is
-        left pending, nothing new is read, and after a backoff the consumer re-reads its own pending
-        entries first — the failed one again (its delivery count grows until it is dead-lettered), then
-        those behind it, in stream order."""
+        """Consume until ``stop`` is set; entries in hand are finished and acknowledged first (a lane
+        waiting to retry a failed entry leaves it pending: a restart re-reads it first)."""
+        self._stop = stop
         attempt = 0
-        failures = 0
-        drained_own = False
-        while not stop.is_set():
-            self.last_progress = time.monotonic()
-            try:
-                ok = (await self._drain_own_pending(stop, head_first=failures > 0) if not drained_own
-                      else await self._step(stop))
-                drained_own = ok
-                attempt = 0
-                if ok:
-                    failures = 0
-                    continue
-                delay = self._retry.delay_s(failures)
-                failures += 1
-                await pause(stop, delay)
-            except REDIS_DOWN as e:
-                drained_own = False  # entries may be held: re-read them before anything new
-                delay = self._backoff.delay_s(attempt)
-                attempt += 1
-                self.metrics.redis_reconnects.labels(self.spec.name).inc()
-                log.warning("redis_unavailable", stream=self.spec.name, group=self.group,
-                            error=str(e) or type(e).__name__, retry_in_s=round(delay, 3))
-                await pause(stop, delay)
-            except ResponseError as e:
-                drained_own = False
-                if "NOGROUP" in str(e):
-                    log.warning("group_missing", stream=self.spec.name, group=self.group)
-                    continue
-                if not str(e).startswith(REDIS_REFUSING):
-                    raise
-                # a replica after failover, a full disk or memory: wait for the server, do not crash
-                delay = self._backoff.delay_s(attempt)
-                attempt += 1
-                log.warning("redis_refusing", stream=self.spec.name, group=self.group, error=str(e),
-                            retry_in_s=round(delay, 3))
-                await pause(stop, delay)
+        synced = False
+        try:
+            while not stop.is_set():
+                self.last_progress = time.monotonic()
+                self._raise_lane_failure()
+                _raise_if_cancelled()
+                try:
+                    if not synced:
+                        await self.setup()
+                        await self._claim_dead()
+                        await self._read_own_pending()
+                        synced = True
+                    else:
+                        synced = await self._step()
+                    attempt = 0
+                except REDIS_DOWN as e:
+                    delay = self._backoff.delay_s(attempt)
+                    attempt += 1
+                    self.metrics.redis_reconnects.labels(self.spec.name).inc()
+                    log.warning("redis_unavailable", stream=self.spec.name, group=self.group,
+                                error=str(e) or type(e).__name__, retry_in_s=round(delay, 3))
+                    await pause(stop, delay)
+                except ResponseError as e:
+                    if "NOGROUP" in str(e):
+                        log.warning("group_missing", stream=self.spec.name, group=self.group)
+                        synced = False
+                        continue
+                    if not str(e).startswith(REDIS_REFUSING):
+                        raise
+                    # a replica after failover, a full disk or memory: wait for the server, do not crash
+                    delay = self._backoff.delay_s(attempt)
+                    attempt += 1
+                    log.warning("redis_refusing", stream=self.spec.name, group=self.group, error=str(e),
+                                retry_in_s=round(delay, 3))
+                    await pause(stop, delay)
+            await self._drain()
+            self._raise_lane_failure()
+        except BaseException:
+            for lane in list(self._lanes.values()):
+                if lane.task is not None:
+                    lane.task.cancel()
+            await asyncio.gather(*(lane.task for lane in list(self._lanes.values()) if lane.task),
+                                 return_exceptions=True)
+            raise
         log.info("consumer_stopped", stream=self.spec.name, group=self.group, consumer=self.consumer)
 
-    async def _drain_own_pending(self, stop: asyncio.Event, *, head_first: bool = False) -> bool:
-        """Re-read this consumer's own pending entries (a restart finishes what it held); False when a
-        handler failed (the rest stays pending, in order). After a failure only the head is re-read until
-        it goes through: re-reading the entries queued behind it would count deliveries they never had."""
-        await self.setup()
-        start = "0-0"
-        while not stop.is_set():
-            entries = await self._read(start, block=False, count=1 if head_first else None)
-            head_first = False
-            if not entries:
-                return True
-            if not await self._handle_batch(entries, await self._delivery_counts(entries)):
-                return False
-            start = entries[-1][0]
-        return True
+    async def _drain(self) -> None:
+        """Wait for the lanes to finish what they hold (a lane waiting to retry gives up at once)."""
+        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _step(self, stop: asyncio.Event) -> bool:
+    def _raise_lane_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    async def _step(self) -> bool:
+        """One turn of the reader; False when entries of a dead consumer were claimed (the own-pending read
+        that takes them, in order and as room allows, comes next)."""
         now = time.monotonic()
+        if now >= self._next_refresh:
+            self._next_refresh = now + self.settings.claim_idle_ms / 3000
+            await self._refresh_held()
         if now >= self._next_claim:
             self._next_claim = now + self.settings.claim_interval_ms / 1000
-            claimed = await self._autoclaim()
+            if await self._claim_dead(justid=True):
+                return False
+            claimed = await self._autoclaim() if self._free() > 0 else []
             if claimed:
                 self._next_claim = 0.0  # more may be waiting
-                return await self._handle_batch(claimed, await self._delivery_counts(claimed))
-        entries = await self._read(">", block=True)
-        if entries:  # delivered to us: handled even when stopping (the batch in hand)
-            return await self._handle_batch(entries, {entry_id: 1 for entry_id, _ in entries})
+                self._route(claimed, await self._delivery_counts(claimed))
+                return True
+        room = self._free()
+        if room <= 0:
+            self._room.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), timeout=self.settings.block_ms / 1000)
+            return True
+        entries = await self._read(">", block=True, count=min(room, self.settings.batch_size))
+        if entries:  # delivered to us: handled even when stopping (the entries in hand)
+            self._route(entries, {entry_id: 1 for entry_id, _ in entries})
         return True
+
+    async def _refresh_held(self) -> None:
+        """Reset the idle time of every entry held in memory (XCLAIM JUSTID: no delivery is counted), so
+        that no consumer — another, or this one's own XAUTOCLAIM — claims an entry waiting in a lane."""
+        held = list(self._held)
+        for at in range(0, len(held), 500):
+            await self.redis.xclaim(self.spec.key, self.group, self.consumer, min_idle_time=0,
+                                    message_ids=list[Any](held[at:at + 500]), justid=True)
+
+    def _free(self) -> int:
+        """How many more entries may be read: at most ``in_flight_max`` held, and at most a batch's worth
+        held by lanes that are not failing (a failing lane's entries wait behind it without stopping the
+        reader; a busy consumer reads ahead by one batch only, so a stop drains little)."""
+        active = sum(len(lane.entries) for lane in self._lanes.values() if not lane.failures)
+        return min(self.settings.in_flight_max - len(self._held), self.settings.batch_size - active)
 
     # --- Redis reads -------------------------------------------------------------------------------
 
@@ -212,6 +329,47 @@ class Consumer:
         _, entries = reply[0]
         return [(str(entry_id), fields) for entry_id, fields in entries]
 
+    async def _read_own_pending(self) -> None:
+        """Re-read this consumer's own pending entries (a restart finishes what it held), page by page in
+        stream order; entries already held in memory are not taken twice."""
+        start = "0-0"
+        while not self._stop.is_set():
+            if self._free() <= 0:
+                self._room.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room.wait(), timeout=self.settings.block_ms / 1000)
+                self.last_progress = time.monotonic()
+                continue
+            entries = await self._read(start, block=False, count=min(self._free(), self.settings.batch_size))
+            if not entries:
+                return
+            self._route(entries, await self._delivery_counts(entries))
+            start = entries[-1][0]
+
+    async def _claim_dead(self, *, justid: bool = True) -> bool:
+        """Move the pending entries of consumers known to be dead to this consumer's pending list at once
+        (XCLAIM JUSTID: no delivery counted); the own-pending read that follows takes them, in stream order
+        and as room allows. True when something was claimed."""
+        if self.dead is None:
+            return False
+        summary: Any = await self.redis.xpending(self.spec.key, self.group)
+        claimed_any = False
+        for row in summary.get("consumers") or []:
+            name, count = str(row["name"]), int(row["pending"])
+            if name == self.consumer or count == 0 or not await self.dead(name):
+                continue
+            rows = await self.redis.xpending_range(self.spec.key, self.group, min="-", max="+",
+                                                   count=min(count, 10_000), consumername=name)
+            ids = [str(r["message_id"]) for r in rows]
+            if not ids:
+                continue
+            reply: Any = await self.redis.xclaim(self.spec.key, self.group, self.consumer, min_idle_time=0,
+                                                 message_ids=list[Any](ids), justid=justid)
+            log.warning("entries_claimed_from_dead_consumer", stream=self.spec.name, group=self.group,
+                        dead_consumer=name, count=len(reply), first_id=ids[0])
+            claimed_any = claimed_any or bool(reply)
+        return claimed_any
+
     async def _autoclaim(self) -> list[tuple[str, dict[str, str] | None]]:
         reply = await self.redis.xautoclaim(
             self.spec.key,
@@ -219,10 +377,10 @@ class Consumer:
             self.consumer,
             min_idle_time=self.settings.claim_idle_ms,
             start_id=self._claim_cursor,
-            count=self.settings.batch_size,
+            count=max(1, min(self.settings.batch_size, self._free())),
         )
         self._claim_cursor = str(reply[0])
-        claimed = [(str(entry_id), fields) for entry_id, fields in reply[1]]
+        claimed = [(str(entry_id), fields) for entry_id, fields in reply[1] if str(entry_id) not in self._held]
         deleted = reply[2] if len(reply) > 2 else []
         for entry_id in deleted:  # Redis 7 drops trimmed entries from the PEL and reports them
             await self._dead_letter(str(entry_id), None, 0, "trimmed before it was handled")
@@ -241,60 +399,125 @@ class Consumer:
         )
         return {str(row["message_id"]): int(row["times_delivered"]) for row in rows}
 
+    async def _still_ours(self, entry_id: str, lane_ids: list[str]) -> bool:
+        """Before a retry from memory: the lane's head is still pending for this consumer (not acknowledged,
+        not claimed by another). The idle time of the lane's entries is reset (XCLAIM JUSTID counts no
+        delivery), so that no other consumer claims them — out of order — while the head is retried."""
+        rows = await self.redis.xpending_range(self.spec.key, self.group, min=entry_id, max=entry_id, count=1)
+        if not rows or str(rows[0]["consumer"]) != self.consumer:
+            return False
+        await self.redis.xclaim(self.spec.key, self.group, self.consumer, min_idle_time=0,
+                                message_ids=list[Any](lane_ids), justid=True)
+        return True
+
+    # --- lanes -------------------------------------------------------------------------------------
+
+    def _route(self, entries: list[tuple[str, dict[str, str] | None]], counts: dict[str, int]) -> None:
+        """Hand each entry to its lane (started when idle); entries already held are not taken twice."""
+        for entry_id, fields in entries:
+            if entry_id in self._held:
+                continue
+            message: Message | ContractError | None = None
+            if fields:
+                try:
+                    message = decode(self.spec.contract, fields)
+                except ContractError as e:
+                    message = e
+            key = self.lane(message) if self.lane and isinstance(message, Message) else ""
+            lane = self._lanes.get(key)
+            if lane is None:
+                lane = self._lanes[key] = _Lane(key)
+            lane.insert(_Entry(entry_id, fields, message, counts.get(entry_id, 1)))
+            self._held.add(entry_id)
+            if lane.task is None:
+                lane.task = asyncio.create_task(self._work(lane), name=f"lane:{self.spec.name}:{key}")
+                lane.task.add_done_callback(self._lane_done)
+
+    def _lane_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+
+    async def _work(self, lane: _Lane) -> None:
+        """Handle the lane's entries in order; a failure makes only this lane wait and try again."""
+        try:
+            while lane.entries:
+                entry = lane.entries[0]
+                if lane.failures:
+                    if await pause(self._stop, lane.delay_s):
+                        return  # stopping: the failed entry stays pending, re-read first next time
+                    if not await self._retry_allowed(entry, lane):
+                        self._drop(lane)
+                        continue
+                ok, outage = await self._attempt(entry)
+                if ok:
+                    lane.failures = 0
+                    self._drop(lane)
+                else:
+                    lane.delay_s = (self._backoff if outage else self._retry).delay_s(lane.failures)
+                    lane.failures += 1
+        finally:
+            for entry in lane.entries:
+                self._held.discard(entry.entry_id)
+            lane.entries.clear()
+            if self._lanes.get(lane.key) is lane:
+                del self._lanes[lane.key]
+            self._room.set()
+
+    async def _retry_allowed(self, entry: _Entry, lane: _Lane) -> bool:
+        try:
+            return await self._still_ours(entry.entry_id, [e.entry_id for e in lane.entries])
+        except _UNSURE:
+            return True  # the retry itself finds out; an outage is waited out there
+
+    def _drop(self, lane: _Lane) -> None:
+        entry = lane.entries.pop(0)
+        self._held.discard(entry.entry_id)
+        self._room.set()
+
+    async def _attempt(self, entry: _Entry) -> tuple[bool, bool]:
+        """One try of the lane's head: (handled, failed because Redis was unavailable). An outage does not
+        count as a delivery: only a handler's own failures bring an entry nearer the dead-letter stream."""
+        try:
+            return await self._handle_one(entry), False
+        except self.transient as e:
+            log.warning("handler_deferred", stream=self.spec.name, group=self.group, entry_id=entry.entry_id,
+                        error=str(e) or type(e).__name__)
+            return False, True
+        except REDIS_DOWN as e:
+            self.metrics.redis_reconnects.labels(self.spec.name).inc()
+            log.warning("redis_unavailable", stream=self.spec.name, group=self.group, entry_id=entry.entry_id,
+                        error=str(e) or type(e).__name__)
+            return False, True
+        except ResponseError as e:
+            if not str(e).startswith(REDIS_REFUSING) and "NOGROUP" not in str(e):
+                raise
+            log.warning("redis_refusing", stream=self.spec.name, group=self.group, entry_id=entry.entry_id,
+                        error=str(e))
+            return False, True
+
     # --- handling ----------------------------------------------------------------------------------
 
-    async def _handle_batch(self, entries: list[tuple[str, dict[str, str] | None]], counts: dict[str, int]) -> bool:
-        """Handle a batch lane by lane; False when a handler failed in some lane."""
-        lanes: dict[str, list[tuple[str, dict[str, str] | None]]] = {}
-        decoded: dict[str, Message | ContractError | None] = {}
-        for entry_id, fields in entries:
-            if not fields:
-                decoded[entry_id] = None
-                lanes.setdefault("", []).append((entry_id, fields))
-                continue
-            try:
-                message: Message | ContractError = decode(self.spec.contract, fields)
-            except ContractError as e:
-                message = e
-            decoded[entry_id] = message
-            key = self.lane(message) if self.lane and isinstance(message, Message) else ""
-            lanes.setdefault(key, []).append((entry_id, fields))
-
-        async def run_lane(items: list[tuple[str, dict[str, str] | None]]) -> bool:
-            for entry_id, fields in items:
-                if not await self._handle_one(entry_id, fields, decoded[entry_id], counts.get(entry_id, 1)):
-                    return False  # the rest of the lane waits behind the failed entry
-            return True
-
-        if len(lanes) == 1:
-            return await run_lane(next(iter(lanes.values())))
-        results = await asyncio.gather(*(run_lane(items) for items in lanes.values()), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return all(results)
-
-    async def _handle_one(
-        self, entry_id: str, fields: dict[str, str] | None, message: Message | ContractError | None,
-        deliveries: int,
-    ) -> bool:
+    async def _handle_one(self, entry: _Entry) -> bool:
         self.last_progress = time.monotonic()
-        deliveries = max(deliveries, self._attempts.get(entry_id, 0) + 1)
+        entry_id, fields, message = entry.entry_id, entry.fields, entry.message
+        deliveries = max(entry.deliveries, self._attempts.get(entry_id, 0) + 1)
         if message is None:
             await self._dead_letter(entry_id, fields, deliveries, "trimmed before it was handled")
             return True
         if isinstance(message, ContractError):
             await self._dead_letter(entry_id, fields, deliveries, f"contract: {message}")
             return True
+        guard = self.guard(message) if self.guard else nullcontext()
         if deliveries > self.settings.max_deliveries:
             limit = self.settings.max_deliveries
-            last = self._last_errors.pop(entry_id, "unknown (a consumer died with it)")
-            self._attempts.pop(entry_id, None)
-            await self._dead_letter(entry_id, fields, deliveries,
-                                    f"max_deliveries: delivered {deliveries} times (limit {limit}); last error: {last}")
+            last = self._last_errors.get(entry_id, "unknown (a consumer died with it)")
+            reason = f"max_deliveries: delivered {deliveries} times (limit {limit}); last error: {last}"
+            async with guard:
+                extra = await self.on_dead_letter(message, reason) if self.on_dead_letter else Effects()
+                await self._dead_letter(entry_id, fields, deliveries, reason, extra)
+            self._forget(entry_id)
             return True
         started = time.perf_counter()
-        guard = self.guard(message) if self.guard else nullcontext()
         async with guard:
             return await self._handle_valid(entry_id, message, deliveries, started)
 
@@ -302,13 +525,12 @@ class Consumer:
         with structlog.contextvars.bound_contextvars(trace_id=message.trace_id, entry_id=entry_id):
             try:
                 effects = await self.handler(Delivery(self.spec, entry_id, message, deliveries))
-            except REDIS_DOWN:
-                raise
-            except Exception as e:  # the entry stays pending; re-read first after a backoff
+            except (*REDIS_DOWN, *self.transient):
+                raise  # waited out by the lane, not counted as a delivery
+            except Exception as e:  # the entry stays pending; its lane tries it again after a backoff
                 self.metrics.handler_errors.labels(*self._labels).inc()
                 if len(self._last_errors) >= 10_000:
-                    self._attempts.pop(next(iter(self._last_errors)), None)
-                    self._last_errors.pop(next(iter(self._last_errors)))
+                    self._forget(next(iter(self._last_errors)))
                 self._last_errors[entry_id] = f"{type(e).__name__}: {e}"[:500]
                 self._attempts[entry_id] = deliveries
                 log.exception("handler_failed", stream=self.spec.name, group=self.group, deliveries=deliveries,
@@ -316,13 +538,18 @@ class Consumer:
                 return False
             finally:
                 self.metrics.handler_seconds.labels(*self._labels).observe(time.perf_counter() - started)
-            await commit(self.redis, effects.ops, service=self.service, ack=(self.spec.key, self.group, entry_id))
-        self._last_errors.pop(entry_id, None)
-        self._attempts.pop(entry_id, None)
+            await commit(self.redis, effects.ops, service=self.service, ack=(self.spec.key, self.group, entry_id),
+                         fence=self.fence)
+        self._forget(entry_id)
         self.metrics.processed.labels(*self._labels).inc()
         return True
 
-    async def _dead_letter(self, entry_id: str, fields: dict[str, str] | None, deliveries: int, error: str) -> None:
+    def _forget(self, entry_id: str) -> None:
+        self._last_errors.pop(entry_id, None)
+        self._attempts.pop(entry_id, None)
+
+    async def _dead_letter(self, entry_id: str, fields: dict[str, str] | None, deliveries: int, error: str,
+                           extra: Effects | None = None) -> None:
         payload = dict(fields or {})
         trace_id = payload.get("trace_id", "")
         if len(trace_id) != 16 or any(c not in "0123456789abcdef" for c in trace_id):
@@ -337,8 +564,9 @@ class Consumer:
             deliveries=deliveries,
             payload=payload,
         )
-        await commit(self.redis, [Publish(self.spec.dlq.name, letter)], service=self.service,
-                     ack=(self.spec.key, self.group, entry_id))
+        ops = [Publish(self.spec.dlq.name, letter), *(extra.ops if extra else [])]
+        await commit(self.redis, ops, service=self.service, ack=(self.spec.key, self.group, entry_id),
+                     fence=self.fence)
         reason = error.split(":", 1)[0]
         self.metrics.dead_lettered.labels(*self._labels, reason).inc()
         log.warning("entry_dead_lettered", stream=self.spec.name, group=self.group, origin_id=entry_id,

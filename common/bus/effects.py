@@ -13,6 +13,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import WatchError
 
 from common import streams
 from common.contracts.base import Message, encode
@@ -51,6 +52,20 @@ class Delete:
 
 
 Op = Publish | HashSet | SetValue | Delete
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A commit goes through only while ``key`` holds ``value`` (apply_layer: the lease it holds). Checked
+    inside the transaction (WATCH), so a writer that lost its lease can never commit after its successor."""
+
+    key: str
+    value: str
+
+
+class FenceLost(RuntimeError):
+    """The fence key no longer holds our value: another instance owns the work now. Stop at once (the
+    service exits 1; systemd restarts it, as a standby)."""
 
 
 @dataclass
@@ -117,13 +132,28 @@ async def commit(
     *,
     service: str | None = None,
     ack: tuple[str, str, str] | None = None,
+    fence: Fence | None = None,
 ) -> None:
-    """Apply ``ops`` and (optionally) XACK ``(stream_key, group, entry_id)`` in one MULTI/EXEC."""
+    """Apply ``ops`` and (optionally) XACK ``(stream_key, group, entry_id)`` in one MULTI/EXEC; with a
+    ``fence``, only while its key holds its value (FenceLost otherwise)."""
+    ops = list(ops)
     async with redis.pipeline(transaction=True) as pipe:
-        queue_ops(pipe, ops, service=service)
-        if ack is not None:
-            pipe.xack(*ack)
-        await pipe.execute()
+        while True:
+            if fence is not None:
+                await pipe.watch(fence.key)
+                holder = await pipe.get(fence.key)
+                if holder != fence.value:
+                    await pipe.reset()  # type: ignore[no-untyped-call]  # redis-py leaves reset() unannotated
+                    raise FenceLost(f"{fence.key} is held by {holder!r}, not by this instance")
+                pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves multi() unannotated
+            queue_ops(pipe, ops, service=service)
+            if ack is not None:
+                pipe.xack(*ack)
+            try:
+                await pipe.execute()
+                return
+            except WatchError:
+                continue  # the fence key was written meanwhile (our own renewal): check it again
 
 
 async def publish(redis: Redis, service: str, *messages: tuple[str, Message]) -> None:

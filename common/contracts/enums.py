@@ -72,6 +72,8 @@ class ExitReason(StrEnum):
     RECONCILE = "reconcile"
     LIQUIDATION = "liquidation"
     BREAKEVEN = "breakeven"
+    #: the exchange dropped the position's stop and it could not be placed again
+    PROTECTION_LOST = "protection_lost"
 
 
 class FillKind(StrEnum):

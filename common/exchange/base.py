@@ -52,6 +52,8 @@ class ConditionalStatus(StrEnum):
     FINISHED = "FINISHED"
     CANCELED = "CANCELED"
     EXPIRED = "EXPIRED"
+    #: refused after it was accepted (Binance: the matching engine denied the triggered order)
+    REJECTED = "REJECTED"
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,23 @@ class ExchangeEvent:
     origin_id: str
 
 
+@dataclass(frozen=True)
+class ConditionalEnded:
+    """A protective conditional order that ended without filling, by the exchange's doing: rejected or
+    expired after it was accepted (Binance: ``ALGO_UPDATE`` with ``X`` = ``REJECTED`` / ``EXPIRED`` and
+    the reason in ``rm``). The position it protected may now have no stop: apply_layer re-protects it."""
+
+    symbol: str
+    client_algo_id: str
+    status: ConditionalStatus
+    reason: str
+    ts_ms: int
+
+
+#: what :meth:`Exchange.events` yields
+OrderEvent = ExchangeEvent | ConditionalEnded
+
+
 class Exchange(abc.ABC):
     """What apply_layer may ask of an exchange. Every call has a timeout; errors are those of
     :mod:`common.exchange.errors`."""
@@ -212,6 +231,7 @@ class Exchange(abc.ABC):
         """Fills of ``symbol`` at or after ``since_ms`` (the polling fallback for :meth:`events`)."""
 
     @abc.abstractmethod
-    def events(self) -> AsyncIterator[ExchangeEvent]:
-        """Fills of conditional orders and liquidations, as they happen. The iterator ends when the
-        exchange is closed; a consumer deduplicates by ``fill.fill_id``."""
+    def events(self) -> AsyncIterator[OrderEvent]:
+        """Fills of conditional orders and liquidations, and protective orders the exchange rejected or
+        expired, as they happen. The iterator ends when the exchange is closed; a consumer deduplicates
+        fills by ``fill.fill_id``."""

@@ -1,4 +1,4 @@
-"""Binance USD-M perpetual futures through python-binance's ``AsyncClient`` (DESIGN §6, §8).
+"""Binance USD-M perpetual futures through python-binance's ``AsyncClient`` (DESIGN §6, §8, §12).
 
 What python-binance does not do, this adapter does: a timeout on every request, the clock offset synced
 at start and again on -1021, quantities and prices rounded to the symbol's step and tick and sent as
@@ -7,8 +7,21 @@ plain decimal strings, booleans as ``"true"``/``"false"``, our own ``newClientOr
 (:mod:`common.exchange.binance_errors`). Retries are not done here: :mod:`common.exchange.placement`
 owns them.
 
+Binance as it is (DESIGN §12):
+
+- the account must be in one-way mode: :meth:`BinanceExchange.start` refuses hedge mode
+  (``ConfigurationError``);
+- a symbol's max leverage and notional brackets come from ``GET /fapi/v1/leverageBracket``
+  (exchangeInfo has none); only the ``binance.contract_types`` are traded;
+- an executed order is returned only with all its trades (their quantities add up to ``executedQty``),
+  fees in USDT (BNB and other assets converted at the mark); else :class:`FillsIncomplete`;
+- -2013 from ``GET /fapi/v1/algoOrder`` alone never means "not placed": the open and historical algo
+  orders are searched first;
+- a triggered algo order's child order is mapped back to our ``clientAlgoId`` through ``actualOrderId``
+  (ALGO_UPDATE ``ai``, or the algo order history), whatever client id the child carries.
+
 ``events()`` reads the user data stream (a listen key kept alive, the websocket reconnected with
-backoff) and falls back to polling ``userTrades`` while the websocket is down.
+backoff) and falls back to polling ``userTrades`` and ``openAlgoOrders`` while the websocket is down.
 """
 
 from __future__ import annotations
@@ -17,8 +30,8 @@ import asyncio
 import contextlib
 import json
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Mapping
 from decimal import Decimal
 from typing import Any, Final
 
@@ -28,11 +41,12 @@ from binance import AsyncClient
 from binance.exceptions import BinanceAPIException
 
 from common.backoff import Backoff
-from common.config import BinanceSettings, Settings
+from common.config import BinanceSettings, ConfigurationError, Settings
 from common.contracts.base import plain_decimal
 from common.contracts.enums import FillKind, Side
 from common.exchange.base import (
     Balance,
+    ConditionalEnded,
     ConditionalKind,
     ConditionalOrder,
     ConditionalStatus,
@@ -40,8 +54,8 @@ from common.exchange.base import (
     ExchangeEvent,
     ExchangePosition,
     Fill,
+    OrderEvent,
     OrderResult,
-    OrderStatus,
 )
 from common.exchange.binance_errors import (
     TIMESTAMP_OUTSIDE_RECV_WINDOW,
@@ -49,14 +63,30 @@ from common.exchange.binance_errors import (
     translate_api_error,
     translate_transport_error,
 )
+from common.exchange.binance_wire import (
+    ENDED_BY_EXCHANGE,
+    WORKING_STATUSES,
+    child_order_id,
+    classify_fill,
+    conditional,
+    conditional_ended,
+    fill_from_order_update,
+    fill_from_trade,
+    is_fill_update,
+    is_forced_close,
+    is_ours,
+    order_result,
+    traded_qty,
+)
 from common.exchange.errors import (
     ExchangeError,
+    FillsIncomplete,
     OrderNotFound,
     OrderRejected,
     SymbolNotTradable,
-    UnknownOutcome,
+    TemporaryError,
 )
-from common.exchange.rules import SymbolRules
+from common.exchange.rules import NO_BRACKET_MAX_LEVERAGE, SymbolRules, build_rules, parse_leverage_brackets
 
 log = structlog.get_logger()
 
@@ -65,34 +95,24 @@ TESTNET_WS_URL: Final = "wss://fstream.binancefuture.com/private/ws/"
 #: how far back polling looks when events() starts, and how much each poll overlaps the last one
 POLL_LOOKBACK_MS: Final = 60_000
 POLL_OVERLAP_MS: Final = 2_000
-SEEN_FILLS_MAX: Final = 10_000
+SEEN_MAX: Final = 10_000
 EVENT_QUEUE_MAX: Final = 1_000
-
-ALGO_STATUS: Final = {
-    "NEW": ConditionalStatus.NEW,
-    "TRIGGERING": ConditionalStatus.TRIGGERED,
-    "TRIGGERED": ConditionalStatus.TRIGGERED,
-    "FINISHED": ConditionalStatus.FINISHED,
-    "CANCELED": ConditionalStatus.CANCELED,
-    "EXPIRED": ConditionalStatus.EXPIRED,
-    "REJECTED": ConditionalStatus.EXPIRED,
-}
-ORDER_TYPE_KIND: Final = {
-    "STOP_MARKET": FillKind.STOP,
-    "STOP": FillKind.STOP,
-    "TAKE_PROFIT_MARKET": FillKind.TAKE_PROFIT,
-    "TAKE_PROFIT": FillKind.TAKE_PROFIT,
-    "LIQUIDATION": FillKind.LIQUIDATION,
-}
-LIQUIDATION_PREFIXES: Final = ("autoclose-", "adl_autoclose")
-#: Binance order statuses beyond ours
-ORDER_STATUS_ALIASES: Final = {
-    "EXPIRED_IN_MATCH": OrderStatus.EXPIRED,
-    "NEW_INSURANCE": OrderStatus.NEW,
-    "NEW_ADL": OrderStatus.NEW,
-}
 #: userTrades refuses a startTime more than 7 days back
 USER_TRADES_MAX_LOOKBACK_MS: Final = 7 * 86_400_000 - 60_000
+#: the most rows userTrades and allAlgoOrders return per call
+PAGE_MAX: Final = 1_000
+#: re-reads of an executed order's trades within ``fills_wait_s`` before FillsIncomplete
+FILLS_POLLS: Final = 4
+#: commissions are kept to 8 decimals, as Binance reports them
+FEE_PLACES: Final = Decimal("0.00000001")
+#: a fee asset's mark price is reused this long when converting fees to USDT
+FEE_MARK_TTL_S: Final = 10.0
+#: algo order history of a symbol is re-read at most this often when meeting an unknown child order
+ALGO_HISTORY_MIN_INTERVAL_S: Final = 1.0
+FEE_ASSET: Final = "USDT"
+#: GET /fapi/v1/positionSide/dual: true = hedge mode
+#: https://developers.binance.com/docs/derivatives/usds-margined-futures/account/rest-api/Get-Current-Position-Mode
+HEDGE_MODE_FIELD: Final = "dualSidePosition"
 
 
 def _bool_param(value: bool) -> str:
@@ -117,70 +137,15 @@ def user_stream_url(base_url: str, *, testnet: bool) -> str:
     return TESTNET_WS_URL if testnet else MAINNET_WS_URL
 
 
-def classify_fill(client_id: str, order_type: str) -> FillKind | None:
-    """Which kind of unrequested fill this is: a liquidation, or one of *our* protective orders
-    (``qt-<plan_id>-sl|-tp``); ``None`` for anything else (our market orders, foreign orders)."""
-    if order_type == "LIQUIDATION" or client_id.startswith(LIQUIDATION_PREFIXES):
-        return FillKind.LIQUIDATION
-    if not client_id.startswith("qt-"):
-        return None
-    kind = ORDER_TYPE_KIND.get(order_type)
-    if kind is not None:
-        return kind
-    if client_id.endswith("-sl"):
-        return FillKind.STOP
-    if client_id.endswith("-tp"):
-        return FillKind.TAKE_PROFIT
-    return None
+def _remember(cache: OrderedDict[str, Any], key: str, value: Any) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > SEEN_MAX:
+        cache.popitem(last=False)
 
 
-def _order_result(raw: dict[str, Any], fills: tuple[Fill, ...]) -> OrderResult:
-    return OrderResult(
-        symbol=raw["symbol"],
-        client_order_id=raw["clientOrderId"],
-        order_id=str(raw["orderId"]),
-        side=Side(raw["side"]),
-        status=ORDER_STATUS_ALIASES.get(raw["status"]) or OrderStatus(raw["status"]),
-        orig_qty=Decimal(raw["origQty"]),
-        executed_qty=Decimal(raw["executedQty"]),
-        avg_price=Decimal(raw.get("avgPrice") or "0"),
-        reduce_only=bool(raw.get("reduceOnly", False)),
-        update_time_ms=int(raw.get("updateTime") or 0),
-        fills=fills,
-    )
-
-
-def _conditional(raw: dict[str, Any]) -> ConditionalOrder:
-    close_position = bool(raw.get("closePosition", False))
-    quantity = raw.get("quantity")
-    return ConditionalOrder(
-        symbol=raw["symbol"],
-        client_algo_id=raw["clientAlgoId"],
-        algo_id=str(raw["algoId"]),
-        kind=ConditionalKind(raw["orderType"]),
-        side=Side(raw["side"]),
-        trigger_price=Decimal(raw["triggerPrice"]),
-        close_position=close_position,
-        quantity=None if close_position or not quantity else Decimal(quantity),
-        status=ALGO_STATUS.get(raw.get("algoStatus", "NEW"), ConditionalStatus.NEW),
-    )
-
-
-def _fill_from_trade(trade: dict[str, Any], client_id: str, reduce_only: bool) -> Fill:
-    return Fill(
-        fill_id=f"{trade['orderId']}-{trade['id']}",
-        order_id=str(trade["orderId"]),
-        client_order_id=client_id,
-        symbol=trade["symbol"],
-        side=Side(trade["side"]),
-        qty=Decimal(trade["qty"]),
-        price=Decimal(trade["price"]),
-        fee=Decimal(trade["commission"]),
-        fee_asset=trade.get("commissionAsset", "USDT"),
-        reduce_only=reduce_only,
-        realized_pnl=Decimal(trade["realizedPnl"]) if "realizedPnl" in trade else None,
-        ts_ms=int(trade["time"]),
-    )
+def _examples(names: list[str], count: int = 5) -> list[str]:
+    return sorted(names)[:count]
 
 
 class BinanceExchange(Exchange):
@@ -201,13 +166,20 @@ class BinanceExchange(Exchange):
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._ws_connected = asyncio.Event()
         self._events_running = False
-        self._queue: asyncio.Queue[ExchangeEvent | None] | None = None
+        self._queue: asyncio.Queue[OrderEvent | None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._seen_fills: OrderedDict[str, None] = OrderedDict()
+        self._seen: OrderedDict[str, None] = OrderedDict()
         self._watched: set[str] = set()
-        self._order_info: dict[tuple[str, str], tuple[str, str, bool]] = {}
-        self._algo_children: dict[str, str] = {}
         self._cursor_ms = 0
+        #: (symbol, orderId) -> (clientOrderId, original type, reduce-only): userTrades carries none of them
+        self._order_info: dict[tuple[str, str], tuple[str, str, bool]] = {}
+        #: child orderId -> (our clientAlgoId, the algo order's type), from ``ai`` / ``actualOrderId``
+        self._algo_children: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._algo_history_read: dict[str, float] = {}
+        #: our conditionals believed open, by symbol (to notice the ones that vanish while polling)
+        self._open_algos: dict[str, set[str]] = {}
+        self._open_algos_listed = False
+        self._fee_marks: dict[str, tuple[float, Decimal]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BinanceExchange:
@@ -217,7 +189,7 @@ class BinanceExchange(Exchange):
 
     async def start(self) -> None:
         """Build the client inside the running loop (not ``create()``: it pings spot), point it at
-        the configured base URL, sync the clock and load the symbol rules."""
+        the configured base URL, sync the clock, refuse an account in hedge mode, load the rules."""
         s = self.settings
         timeout = aiohttp.ClientTimeout(total=s.timeout_s, sock_connect=min(s.timeout_s, 5.0) / 2)
         client = AsyncClient(
@@ -237,11 +209,25 @@ class BinanceExchange(Exchange):
         self._ws_session = aiohttp.ClientSession()
         try:
             await self._sync_time()
+            await self._refuse_hedge_mode()
             await self.symbol_rules()
         except BaseException:
             await self.close()
             raise
         log.info("binance_started", exchange=self.name, symbols=len(self._rules), testnet=self.testnet)
+
+    async def _refuse_hedge_mode(self) -> None:
+        """Hedge mode (one LONG and one SHORT position per symbol, orders needing ``positionSide``) is
+        not supported: this adapter keys positions by symbol and sends ``reduceOnly``, which Binance
+        refuses in hedge mode (-1106). Refuse to start rather than mishandle it."""
+        raw = await self._call("futures_get_position_mode", mutation=False)
+        if raw.get(HEDGE_MODE_FIELD) in (True, "true"):
+            raise ConfigurationError(
+                "binance.position_mode",
+                "the Binance account is in hedge mode (dualSidePosition=true); switch it to one-way mode "
+                "(Binance: Preferences > Position Mode > One-way, or POST /fapi/v1/positionSide/dual "
+                "dualSidePosition=false, with no open position or order) and start again",
+            )
 
     async def close(self) -> None:
         """Stop the user data stream, end :meth:`events`, release the HTTP sessions."""
@@ -312,17 +298,33 @@ class BinanceExchange(Exchange):
         offset = int(self._client.timestamp_offset) if self._client is not None else 0
         return int(time.time() * 1000) + offset
 
-    # --- market data -----------------------------------------------------------------------------
+    # --- symbol rules and market data ------------------------------------------------------------
 
     async def symbol_rules(self) -> dict[str, SymbolRules]:
+        """exchangeInfo and the leverage brackets, re-read every ``rules_ttl_s``; only the symbols of
+        ``binance.contract_types``."""
         if self._rules and time.monotonic() - self._rules_loaded_at < self.settings.rules_ttl_s:
             return self._rules
         info = await self._call("futures_exchange_info", mutation=False)
-        self._rules = {
-            entry["symbol"]: SymbolRules.from_exchange_info(entry)
-            for entry in info["symbols"]
-            if entry.get("contractType", "PERPETUAL") == "PERPETUAL"
-        }
+        brackets = parse_leverage_brackets(await self._call("futures_leverage_bracket", mutation=False))
+        load = build_rules(info, brackets, self.settings.contract_types)
+        if load.excluded:
+            log.info(
+                "binance_symbols_left_out",
+                reason="contract type not in binance.contract_types",
+                contract_types=list(self.settings.contract_types),
+                count=len(load.excluded),
+                by_type=dict(sorted(Counter(load.excluded.values()).items())),
+                examples=_examples(list(load.excluded)),
+            )
+        if load.without_brackets:
+            log.warning(
+                "binance_symbols_without_leverage_brackets",
+                count=len(load.without_brackets),
+                examples=_examples(load.without_brackets),
+                max_leverage=NO_BRACKET_MAX_LEVERAGE,
+            )
+        self._rules = load.rules
         self._rules_loaded_at = time.monotonic()
         return self._rules
 
@@ -362,12 +364,7 @@ class BinanceExchange(Exchange):
             newOrderRespType="RESULT",
         )
         self._remember_order(raw)
-        try:
-            fills = await self._fills_of(raw)
-        except ExchangeError as e:
-            # Placed, but its fills are not known yet: settle it by querying like any unknown outcome.
-            raise UnknownOutcome(f"order {client_order_id} placed; its fills could not be read") from e
-        result = _order_result(raw, fills)
+        result = await self._complete(raw)
         log.info(
             "binance_order_placed",
             symbol=symbol,
@@ -381,19 +378,88 @@ class BinanceExchange(Exchange):
     async def get_order(self, symbol: str, client_order_id: str) -> OrderResult:
         raw = await self._call("futures_get_order", mutation=False, symbol=symbol, origClientOrderId=client_order_id)
         self._remember_order(raw)
-        return _order_result(raw, await self._fills_of(raw))
+        return await self._complete(raw)
 
-    def _remember_order(self, raw: dict[str, Any]) -> None:
+    def _remember_order(self, raw: Mapping[str, Any]) -> None:
         key = (raw["symbol"], str(raw["orderId"]))
+        if len(self._order_info) > SEEN_MAX:
+            self._order_info.clear()
         self._order_info[key] = (raw["clientOrderId"], raw.get("origType") or raw["type"], bool(raw["reduceOnly"]))
 
-    async def _fills_of(self, raw: dict[str, Any]) -> tuple[Fill, ...]:
-        if Decimal(raw["executedQty"]) <= 0:
-            return ()
+    async def _complete(self, raw: Mapping[str, Any]) -> OrderResult:
+        """The order with every one of its trades: a MARKET order still working (an ACK-style answer:
+        NEW, ``executedQty`` 0) is re-read, and the trades are re-read until their quantities add up to
+        ``executedQty`` — a few times within ``binance.fills_wait_s``, then :class:`FillsIncomplete`
+        (never a result booked short). Binance does not document how far ``userTrades`` may lag an
+        order that shows FILLED; it asks to pair REST with the user stream."""
+        cid, order_id = raw["clientOrderId"], str(raw["orderId"])
+        interval_s = self.settings.fills_wait_s / FILLS_POLLS
+        problem = "not read"
+        last_error: ExchangeError | None = None
+        for attempt in range(FILLS_POLLS + 1):
+            if attempt:
+                await asyncio.sleep(interval_s)
+                try:
+                    raw = await self._call("futures_get_order", mutation=False, symbol=raw["symbol"], orderId=order_id)
+                except ExchangeError as e:
+                    last_error, problem = e, f"order re-read failed: {type(e).__name__}"
+                    continue
+            if raw["type"] == "MARKET" and raw["status"] in WORKING_STATUSES:
+                problem = f"the order is still {raw['status']}"
+                continue
+            executed = Decimal(raw["executedQty"])
+            if executed <= 0:
+                return order_result(raw, ())
+            try:
+                fills = await self._trades_of(raw)
+            except ExchangeError as e:
+                last_error, problem = e, f"trades read failed: {type(e).__name__}"
+                continue
+            traded = traded_qty(fills)
+            if traded == executed:
+                return order_result(raw, fills)
+            problem = f"trades add up to {plain_decimal(traded)} of executedQty {plain_decimal(executed)}"
+        log.warning("binance_fills_incomplete", client_order_id=cid, order_id=order_id, problem=problem,
+                    waited_s=self.settings.fills_wait_s)
+        waited = self.settings.fills_wait_s
+        raise FillsIncomplete(f"order {cid} ({order_id}): {problem} after {waited}s") from last_error
+
+    async def _trades_of(self, raw: Mapping[str, Any]) -> tuple[Fill, ...]:
         trades = await self._call(
-            "futures_account_trades", mutation=False, symbol=raw["symbol"], orderId=str(raw["orderId"])
+            "futures_account_trades", mutation=False, symbol=raw["symbol"], orderId=str(raw["orderId"]),
+            limit=str(PAGE_MAX),
         )
-        return tuple(_fill_from_trade(t, raw["clientOrderId"], bool(raw["reduceOnly"])) for t in trades)
+        fills = [fill_from_trade(t, raw["clientOrderId"], bool(raw["reduceOnly"])) for t in trades]
+        return tuple([await self._in_usdt(f) for f in sorted(fills, key=lambda f: (f.ts_ms, f.fill_id))])
+
+    async def _in_usdt(self, fill: Fill) -> Fill:
+        """The fill with its fee in USDT: a fee paid in another asset (BNB with the BNB fee discount) is
+        converted at that asset's ``<ASSET>USDT`` mark price now (not at the trade's time). An asset
+        without such a symbol keeps its fee in its own asset, logged."""
+        if fill.fee_asset == FEE_ASSET:
+            return fill
+        asset = fill.fee_asset
+        cached = self._fee_marks.get(asset)
+        if cached is not None and time.monotonic() - cached[0] < FEE_MARK_TTL_S:
+            mark = cached[1]
+        else:
+            try:
+                mark = await self.mark_price(f"{asset}USDT")
+            except OrderRejected as e:  # -1121: no such symbol to convert through
+                log.warning("binance_fee_not_converted", fill_id=fill.fill_id, fee=plain_decimal(fill.fee),
+                            fee_asset=asset, code=e.code)
+                return fill
+            self._fee_marks[asset] = (time.monotonic(), mark)
+        fee = (fill.fee * mark).quantize(FEE_PLACES)
+        log.info("binance_fee_converted", fill_id=fill.fill_id, fee=plain_decimal(fill.fee), fee_asset=asset,
+                 mark_price=plain_decimal(mark), fee_usdt=plain_decimal(fee))
+        return Fill(
+            fill_id=fill.fill_id, order_id=fill.order_id, client_order_id=fill.client_order_id, symbol=fill.symbol,
+            side=fill.side, qty=fill.qty, price=fill.price, fee=fee, fee_asset=FEE_ASSET,
+            reduce_only=fill.reduce_only, realized_pnl=fill.realized_pnl, ts_ms=fill.ts_ms,
+        )
+
+    # --- conditional (algo) orders ---------------------------------------------------------------
 
     async def place_conditional(
         self,
@@ -406,6 +472,8 @@ class BinanceExchange(Exchange):
         close_position: bool = True,
         quantity: Decimal | None = None,
     ) -> ConditionalOrder:
+        """A conditional on the mark price: ``closePosition`` (Binance keeps one per type and direction:
+        -4130 for a second), or reduce-only for ``quantity`` (several may rest at once)."""
         rules = await self._tradable(symbol)
         params: dict[str, Any] = {
             "symbol": symbol,
@@ -428,7 +496,8 @@ class BinanceExchange(Exchange):
             params["reduceOnly"] = "true"
         self._watched.add(symbol)
         raw = await self._call("futures_create_order", mutation=True, **params)
-        order = _conditional(raw)
+        order = conditional(raw)
+        self._open_algos.setdefault(symbol, set()).add(client_algo_id)
         log.info(
             "binance_conditional_placed",
             symbol=symbol,
@@ -436,15 +505,62 @@ class BinanceExchange(Exchange):
             algo_id=order.algo_id,
             kind=kind.value,
             trigger_price=plain_decimal(order.trigger_price),
+            quantity=None if order.quantity is None else plain_decimal(order.quantity),
         )
         return order
 
     async def get_conditional(self, symbol: str, client_algo_id: str) -> ConditionalOrder:
-        raw = await self._call("futures_get_order", mutation=False, symbol=symbol, clientAlgoId=client_algo_id)
-        return _conditional(raw)
+        """GET /fapi/v1/algoOrder by ``clientAlgoId`` (its documented parameters only: no symbol). Its
+        -2013 is not trusted alone (it answers so for completed orders past their retention, and public
+        reports show it for orders ``allAlgoOrders`` still lists): openAlgoOrders and allAlgoOrders of the
+        symbol are searched before concluding OrderNotFound."""
+        try:
+            raw = await self._call("futures_get_algo_order", mutation=False, clientAlgoId=client_algo_id)
+        except OrderNotFound:
+            raw = await self._find_algo(symbol, client_algo_id)
+        self._note_algo(raw)
+        return conditional(raw)
+
+    async def _find_algo(self, symbol: str, client_algo_id: str) -> Mapping[str, Any]:
+        open_now = await self._call("futures_get_open_orders", mutation=False, conditional=True, symbol=symbol)
+        for raw in open_now:
+            if raw.get("clientAlgoId") == client_algo_id:
+                log.info("binance_algo_found_after_2013", client_algo_id=client_algo_id, where="openAlgoOrders")
+                return dict(raw)
+        history = await self._algo_history(symbol)
+        for raw in history:
+            if raw.get("clientAlgoId") == client_algo_id:
+                log.info("binance_algo_found_after_2013", client_algo_id=client_algo_id, where="allAlgoOrders")
+                return dict(raw)
+        if len(history) >= PAGE_MAX:
+            # a full page without it proves nothing: there may be more
+            raise TemporaryError(f"algo order {client_algo_id}: -2013, and the algo history has more than "
+                                 f"{PAGE_MAX} orders to search")
+        raise OrderNotFound(f"-2013: algo order {client_algo_id} is in neither algoOrder, openAlgoOrders nor "
+                            "allAlgoOrders (the last 7 days)")
+
+    async def _algo_history(self, symbol: str) -> list[Mapping[str, Any]]:
+        """``allAlgoOrders`` of the symbol over its default window (the recent 7 days; which time the
+        window applies to, creation or update, is not documented), the children they made remembered."""
+        rows: list[Mapping[str, Any]] = await self._call(
+            "futures_get_all_orders", mutation=False, conditional=True, symbol=symbol, limit=str(PAGE_MAX)
+        )
+        self._algo_history_read[symbol] = time.monotonic()
+        for raw in rows:
+            self._note_algo(raw)
+        return rows
+
+    def _note_algo(self, raw: Mapping[str, Any]) -> None:
+        """Remember the child order of a triggered algo order, and forget a closed one as open."""
+        child = child_order_id(raw)
+        if child:
+            _remember(self._algo_children, child, (raw["clientAlgoId"], raw["orderType"]))
+        if raw.get("algoStatus", "NEW") != "NEW":
+            self._open_algos.get(raw["symbol"], set()).discard(raw["clientAlgoId"])
 
     async def cancel_conditional(self, symbol: str, client_algo_id: str) -> None:
-        await self._call("futures_cancel_order", mutation=True, symbol=symbol, clientAlgoId=client_algo_id)
+        await self._call("futures_cancel_algo_order", mutation=True, clientAlgoId=client_algo_id)
+        self._open_algos.get(symbol, set()).discard(client_algo_id)
         log.info("binance_conditional_cancelled", symbol=symbol, client_algo_id=client_algo_id)
 
     async def open_conditionals(self, symbol: str | None = None) -> list[ConditionalOrder]:
@@ -452,7 +568,12 @@ class BinanceExchange(Exchange):
         if symbol is not None:
             params["symbol"] = symbol
         raw = await self._call("futures_get_open_orders", mutation=False, **params)
-        orders = [_conditional(o) for o in raw if o.get("orderType") in ConditionalKind.__members__]
+        orders = [conditional(o) for o in raw if o.get("orderType") in ConditionalKind.__members__]
+        # ours are tracked until we learn how they ended (one that is gone from this list is looked up by
+        # the poll, never just forgotten)
+        for o in orders:
+            if is_ours(o.client_algo_id):
+                self._open_algos.setdefault(o.symbol, set()).add(o.client_algo_id)
         self._watched.update(o.symbol for o in orders)
         return orders
 
@@ -493,22 +614,39 @@ class BinanceExchange(Exchange):
         return Balance("USDT", Decimal(0), Decimal(0), Decimal(0))
 
     async def fills_since(self, symbol: str, since_ms: int) -> list[Fill]:
+        """The symbol's trades since ``since_ms`` (at most 7 days back), each with the client id of the
+        order it belongs to — for the child of a triggered algo order, our ``clientAlgoId`` (mapped
+        through ``actualOrderId`` from the algo history when the stream did not tell us)."""
         since_ms = max(since_ms, self._server_now_ms() - USER_TRADES_MAX_LOOKBACK_MS)
+        self._watched.add(symbol)  # asked about: events() polls it too while the stream is down
         trades = await self._call(
-            "futures_account_trades", mutation=False, symbol=symbol, startTime=str(since_ms), limit="1000"
+            "futures_account_trades", mutation=False, symbol=symbol, startTime=str(since_ms), limit=str(PAGE_MAX)
         )
         fills = []
+        history_read = False
         for trade in sorted(trades, key=lambda t: (int(t["time"]), int(t["id"]))):
-            client_id, _, reduce_only = await self._order_facts(symbol, str(trade["orderId"]))
-            fills.append(_fill_from_trade(trade, client_id, reduce_only))
+            order_id = str(trade["orderId"])
+            if order_id not in self._algo_children:
+                client_id, _, _ = await self._order_facts(symbol, order_id)
+                if not history_read and not is_ours(client_id) and not is_forced_close(client_id):
+                    await self._algo_history(symbol)  # perhaps the child of one of our algo orders
+                    history_read = True
+            client_id, _, reduce_only = await self._fill_facts(symbol, order_id)
+            fills.append(await self._in_usdt(fill_from_trade(trade, client_id, reduce_only)))
         return fills
+
+    async def _fill_facts(self, symbol: str, order_id: str) -> tuple[str, str, bool]:
+        """(client id, order type, reduce-only) to classify a fill by: a triggered algo order's child
+        is ours under the clientAlgoId and the algo order's type, whatever the child's own id."""
+        child = self._algo_children.get(order_id)
+        if child is not None:
+            return child[0], child[1], True
+        return await self._order_facts(symbol, order_id)
 
     async def _order_facts(self, symbol: str, order_id: str) -> tuple[str, str, bool]:
         """(client id, original type, reduce-only) of an order: userTrades does not carry them."""
         key = (symbol, order_id)
         if key not in self._order_info:
-            if len(self._order_info) > SEEN_FILLS_MAX:
-                self._order_info.clear()
             try:
                 raw = await self._call("futures_get_order", mutation=False, symbol=symbol, orderId=order_id)
                 self._remember_order(raw)
@@ -518,11 +656,11 @@ class BinanceExchange(Exchange):
 
     # --- events: the user data stream, polling as the fallback -----------------------------------
 
-    async def events(self) -> AsyncIterator[ExchangeEvent]:
+    async def events(self) -> AsyncIterator[OrderEvent]:
         if self._events_running:
             raise RuntimeError("events() is already being consumed")
         self._events_running = True
-        queue: asyncio.Queue[ExchangeEvent | None] = asyncio.Queue(EVENT_QUEUE_MAX)
+        queue: asyncio.Queue[OrderEvent | None] = asyncio.Queue(EVENT_QUEUE_MAX)
         self._queue = queue
         self._cursor_ms = self._server_now_ms() - POLL_LOOKBACK_MS
         self._tasks = [
@@ -546,23 +684,35 @@ class BinanceExchange(Exchange):
             self._events_running = False
             self._queue = None
 
-    async def _emit(self, queue: asyncio.Queue[ExchangeEvent | None], event: ExchangeEvent) -> None:
-        fill_id = event.fill.fill_id
-        if fill_id in self._seen_fills:
+    async def _emit(self, queue: asyncio.Queue[OrderEvent | None], event: OrderEvent) -> None:
+        """Queue an event once: a fill by its fill id, an ended conditional by its id and status."""
+        if isinstance(event, ExchangeEvent):
+            key = event.fill.fill_id
+        else:
+            key = f"ended:{event.client_algo_id}:{event.status.value}"
+        if key in self._seen:
             return
-        self._seen_fills[fill_id] = None
-        while len(self._seen_fills) > SEEN_FILLS_MAX:
-            self._seen_fills.popitem(last=False)
-        self._cursor_ms = max(self._cursor_ms, event.fill.ts_ms)
-        log.info(
-            "binance_fill_event",
-            kind=event.kind.value,
-            symbol=event.fill.symbol,
-            origin_id=event.origin_id,
-            fill_id=fill_id,
-            qty=plain_decimal(event.fill.qty),
-            price=plain_decimal(event.fill.price),
-        )
+        _remember(self._seen, key, None)
+        if isinstance(event, ExchangeEvent):
+            self._cursor_ms = max(self._cursor_ms, event.fill.ts_ms)
+            log.info(
+                "binance_fill_event",
+                kind=event.kind.value,
+                symbol=event.fill.symbol,
+                origin_id=event.origin_id,
+                fill_id=key,
+                qty=plain_decimal(event.fill.qty),
+                price=plain_decimal(event.fill.price),
+            )
+        else:
+            self._open_algos.get(event.symbol, set()).discard(event.client_algo_id)
+            log.warning(
+                "binance_conditional_ended",
+                symbol=event.symbol,
+                client_algo_id=event.client_algo_id,
+                status=event.status.value,
+                reason=event.reason,
+            )
         await queue.put(event)
 
     async def _ensure_listen_key(self) -> str:
@@ -571,7 +721,7 @@ class BinanceExchange(Exchange):
             log.info("binance_listen_key_created")
         return self._listen_key
 
-    async def _stream_loop(self, queue: asyncio.Queue[ExchangeEvent | None]) -> None:
+    async def _stream_loop(self, queue: asyncio.Queue[OrderEvent | None]) -> None:
         url = user_stream_url(self.settings.base_url, testnet=self.testnet)
         attempt = 0
         while True:
@@ -605,56 +755,63 @@ class BinanceExchange(Exchange):
             await asyncio.sleep(self._backoff.delay_s(attempt))
             attempt += 1
 
-    async def _on_stream_message(self, message: dict[str, Any], queue: asyncio.Queue[ExchangeEvent | None]) -> None:
+    async def _on_stream_message(self, message: dict[str, Any], queue: asyncio.Queue[OrderEvent | None]) -> None:
         kind = message.get("e")
         if kind == "ORDER_TRADE_UPDATE":
-            event = self._event_from_order_update(message["o"])
+            event = await self._event_from_order_update(message["o"])
             if event is not None:
                 await self._emit(queue, event)
         elif kind == "ALGO_UPDATE":
             o = message["o"]
             if o.get("ai"):
-                self._algo_children[str(o["ai"])] = o["caid"]
+                _remember(self._algo_children, str(o["ai"]), (o["caid"], o["o"]))
+            if o.get("X") != "NEW":
+                self._open_algos.get(o["s"], set()).discard(o["caid"])
+            ended = conditional_ended(message)
+            if ended is not None:
+                await self._emit(queue, ended)
         elif kind == "listenKeyExpired":
             log.warning("binance_listen_key_expired")
             self._listen_key = None
             if self._ws is not None:
                 await self._ws.close()
 
-    def _event_from_order_update(self, o: dict[str, Any]) -> ExchangeEvent | None:
-        if o.get("x") not in ("TRADE", "CALCULATED") or Decimal(o.get("l") or "0") <= 0:
+    async def _event_from_order_update(self, o: dict[str, Any]) -> ExchangeEvent | None:
+        if not is_fill_update(o):
             return None
         order_id = str(o["i"])
-        client_id = self._algo_children.get(order_id, o["c"])
-        kind = classify_fill(client_id, o.get("ot") or o.get("o", ""))
+        symbol = o["s"]
+        if order_id not in self._algo_children and not is_ours(o["c"]) and not is_forced_close(o["c"]):
+            # the child of a triggered algo order may fill before its ALGO_UPDATE names it (``ai``):
+            # ask the algo history, at most once a second per symbol
+            read_at = self._algo_history_read.get(symbol, 0.0)
+            if time.monotonic() - read_at >= ALGO_HISTORY_MIN_INTERVAL_S:
+                try:
+                    await self._algo_history(symbol)
+                except ExchangeError as e:
+                    log.warning("binance_algo_history_failed", symbol=symbol, error=type(e).__name__)
+        child = self._algo_children.get(order_id)
+        client_id, order_type = child if child is not None else (o["c"], o.get("ot") or o.get("o", ""))
+        kind = classify_fill(client_id, order_type)
         if kind is None:
             return None
-        fill = Fill(
-            fill_id=f"{order_id}-{o['t']}",
-            order_id=order_id,
-            client_order_id=client_id,
-            symbol=o["s"],
-            side=Side(o["S"]),
-            qty=Decimal(o["l"]),
-            price=Decimal(o["L"]),
-            fee=Decimal(o.get("n") or "0"),
-            fee_asset=o.get("N") or "USDT",
-            reduce_only=bool(o.get("R", False)),
-            realized_pnl=Decimal(o["rp"]) if o.get("rp") is not None else None,
-            ts_ms=int(o["T"]),
-        )
+        try:
+            fill = await self._in_usdt(fill_from_order_update(o, client_id))
+        except ExchangeError as e:  # the fee's mark could not be read: the poll will book it later
+            log.warning("binance_fill_event_deferred", order_id=order_id, error=type(e).__name__)
+            return None
         origin = order_id if kind is FillKind.LIQUIDATION else client_id
         return ExchangeEvent(kind=kind, fill=fill, origin_id=origin)
 
-    async def _catch_up(self, queue: asyncio.Queue[ExchangeEvent | None]) -> None:
-        """Poll once for what filled while the stream was down; a failure here must not drop the
+    async def _catch_up(self, queue: asyncio.Queue[OrderEvent | None]) -> None:
+        """Poll once for what happened while the stream was down; a failure here must not drop the
         stream that just came up."""
         try:
             await self._poll_once(queue)
         except ExchangeError as e:
             log.warning("binance_fill_poll_failed", error=type(e).__name__, detail=str(e)[:200])
 
-    async def _poll_loop(self, queue: asyncio.Queue[ExchangeEvent | None]) -> None:
+    async def _poll_loop(self, queue: asyncio.Queue[OrderEvent | None]) -> None:
         while True:
             await asyncio.sleep(self.settings.poll_interval_s)
             if self._ws_connected.is_set():
@@ -664,22 +821,51 @@ class BinanceExchange(Exchange):
             except ExchangeError as e:
                 log.warning("binance_fill_poll_failed", error=type(e).__name__, detail=str(e)[:200])
 
-    async def _poll_once(self, queue: asyncio.Queue[ExchangeEvent | None]) -> None:
+    async def _poll_once(self, queue: asyncio.Queue[OrderEvent | None]) -> None:
         """Emit the conditional-order and liquidation fills since the cursor, for every symbol with a
-        position or one we have traded or protected."""
+        position, an open conditional, or one we have traded, protected or asked :meth:`fills_since`
+        about; then the conditionals that ended meanwhile."""
         since = self._cursor_ms - POLL_OVERLAP_MS
+        if not self._open_algos_listed:
+            await self.open_conditionals()  # once: what a fresh adapter must watch for ends (weight 40)
+            self._open_algos_listed = True
         symbols = set(self._watched) | set(await self.positions())
         for symbol in sorted(symbols):
             for fill in await self.fills_since(symbol, since):
-                _, order_type, _ = self._order_info.get((symbol, fill.order_id), ("", "", False))
-                client_id = self._algo_children.get(fill.order_id, fill.client_order_id)
-                kind = classify_fill(client_id, order_type)
+                _, order_type, _ = await self._fill_facts(symbol, fill.order_id)
+                kind = classify_fill(fill.client_order_id, order_type)
                 if kind is None:
                     continue
-                origin = fill.order_id if kind is FillKind.LIQUIDATION else client_id
+                origin = fill.order_id if kind is FillKind.LIQUIDATION else fill.client_order_id
                 await self._emit(queue, ExchangeEvent(kind=kind, fill=fill, origin_id=origin))
+        await self._poll_conditionals(queue)
         if self._ws_connected.is_set():
             self._cursor_ms = max(self._cursor_ms, self._server_now_ms() - POLL_OVERLAP_MS)
+
+    async def _poll_conditionals(self, queue: asyncio.Queue[OrderEvent | None]) -> None:
+        """Our conditionals that left openAlgoOrders since last seen: those the exchange rejected or
+        expired become :class:`ConditionalEnded`. (A CANCELED one cannot be told apart from a cancel by
+        another process over REST — the reason ``rm`` is only in ALGO_UPDATE — so it is not reported.)"""
+        for symbol, tracked in list(self._open_algos.items()):
+            if not tracked:
+                continue
+            open_now = {o["clientAlgoId"] for o in
+                        await self._call("futures_get_open_orders", mutation=False, conditional=True, symbol=symbol)}
+            for client_algo_id in sorted(tracked - open_now):
+                try:
+                    order = await self.get_conditional(symbol, client_algo_id)
+                except OrderNotFound:
+                    self._open_algos.get(symbol, set()).discard(client_algo_id)
+                    continue
+                if order.status is ConditionalStatus.NEW:
+                    continue  # listed again next time (a lagging list)
+                self._open_algos.get(symbol, set()).discard(client_algo_id)
+                if order.status.value in ENDED_BY_EXCHANGE:
+                    await self._emit(queue, ConditionalEnded(
+                        symbol=symbol, client_algo_id=client_algo_id, status=order.status,
+                        reason=f"{order.status.value} (seen by polling: the REST answer gives no reason)",
+                        ts_ms=self._server_now_ms(),
+                    ))
 
     async def _keepalive_loop(self) -> None:
         while True:

@@ -23,6 +23,12 @@ class UnknownOutcome(ExchangeError):
     Never resubmit blindly: settle it by querying the order by its client id."""
 
 
+class FillsIncomplete(UnknownOutcome):
+    """The order is filled (or partly), but its trades are not all visible yet (their quantities do not add
+    up to the executed quantity). Nothing is booked short: the plan stays SUBMITTING and is settled later
+    by querying the order again."""
+
+
 class OrderRejected(ExchangeError):
     """A permanent rejection (-2019 margin, -4164 notional, -1111 precision, -2022 reduce-only, ...).
     Retrying will not help; the plan gets ``ERROR exchange:<code>``."""

@@ -6,12 +6,19 @@ are enforced with Binance's error codes; conditional orders and liquidations tri
 in :meth:`PaperExchange.check_triggers`, which :meth:`PaperExchange.events` runs every
 ``poll_interval_s``. All state lives in Redis (``keys.paper_*``) and every change is one MULTI/EXEC,
 so a restart — or a SIGKILL — of the process that hosts it keeps orders, positions and the balance.
+
+Protective orders behave as on Binance as far as Binance documents it: one close-position conditional
+per type and direction (a second is -4130, a take-profit beside a stop is fine), any number of
+quantity-based reduce-only ones; close-position ones end (EXPIRED) with their position, quantity-based
+ones stay open; what the exchange ends without a fill (EXPIRED, REJECTED, CANCELED "Reduce Only
+reject") comes out of :meth:`PaperExchange.events` as :class:`ConditionalEnded`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from decimal import Decimal
@@ -28,6 +35,7 @@ from common.contracts.base import now_ms, plain_decimal
 from common.contracts.enums import Side
 from common.exchange.base import (
     Balance,
+    ConditionalEnded,
     ConditionalKind,
     ConditionalOrder,
     ConditionalStatus,
@@ -35,6 +43,7 @@ from common.exchange.base import (
     ExchangeEvent,
     ExchangePosition,
     Fill,
+    OrderEvent,
     OrderResult,
 )
 from common.exchange.errors import (
@@ -61,6 +70,12 @@ from common.exchange.rules import SymbolRules, load_rules_file
 from common.market import read_price
 
 log = structlog.get_logger()
+
+#: Binance's answer to a second close-position conditional of one type and direction (public captures;
+#: -4130 is not on Binance's error-code page)
+CLOSE_POSITION_EXISTS = "An open stop or take profit order with GTE and closePosition in the direction is existing."
+#: conditionals ended by the exchange, kept for :meth:`PaperExchange.events` at most
+ENDED_MAX = 1_000
 
 
 @contextlib.contextmanager
@@ -92,7 +107,8 @@ class PaperExchange(Exchange):
         self._poll_interval_s = poll_interval_s
         self._clock = clock
         self._store = PaperStore(redis, settings.starting_balance)
-        self._booker = FillBooker(self._store, settings, clock)
+        self._ended: deque[ConditionalEnded] = deque(maxlen=ENDED_MAX)
+        self._booker = FillBooker(self._store, settings, clock, on_ended=self._ended.append)
         self._closed = asyncio.Event()
 
     @classmethod
@@ -237,6 +253,11 @@ class PaperExchange(Exchange):
         async def body(pipe: Pipeline, _: OnCommit) -> ConditionalOrder:
             if await self._store.conditional(pipe, client_algo_id) is not None:
                 raise DuplicateClientOrderId(-4116, "ClientOrderId is duplicated.")
+            if close_position and any(
+                r.order.close_position and r.order.kind is kind and r.order.side is side
+                for r in await self._store.open_conditionals(pipe, symbol)
+            ):
+                raise OrderRejected(-4130, CLOSE_POSITION_EXISTS)
             if triggers(kind, side, trigger_price, self._require_fresh(symbol, mark)):
                 raise would_immediately_trigger()
             algo_id = str(await self._store.next_id(pipe))
@@ -249,7 +270,9 @@ class PaperExchange(Exchange):
             self._store.put_conditional(pipe, ConditionalRecord(order, ts, ts), open_=True)
             return order
 
-        placed = await self._store.transact([keys.paper_conditionals()], body, what="place_conditional")
+        placed = await self._store.transact(
+            [keys.paper_conditionals(), keys.paper_open_conditionals()], body, what="place_conditional"
+        )
         log.info(
             "paper_conditional_placed",
             symbol=symbol,
@@ -282,6 +305,39 @@ class PaperExchange(Exchange):
             [keys.paper_conditionals(), keys.paper_open_conditionals()], body, what="cancel_conditional"
         )
         log.info("paper_conditional_cancelled", symbol=symbol, client_algo_id=client_algo_id)
+
+    async def expire_conditional(self, symbol: str, client_algo_id: str, reason: str = "") -> None:
+        """End an open conditional as the exchange would: EXPIRED with ``reason`` (for tests and drills;
+        :meth:`events` yields the :class:`ConditionalEnded`)."""
+        await self._end_conditional(symbol, client_algo_id, ConditionalStatus.EXPIRED, reason)
+
+    async def reject_conditional(
+        self, symbol: str, client_algo_id: str, reason: str = "Margin is insufficient."
+    ) -> None:
+        """As :meth:`expire_conditional`, REJECTED (Binance: the matching engine refused the triggered
+        order, "such as in scenarios of margin check failures")."""
+        await self._end_conditional(symbol, client_algo_id, ConditionalStatus.REJECTED, reason)
+
+    async def _end_conditional(
+        self, symbol: str, client_algo_id: str, status: ConditionalStatus, reason: str
+    ) -> None:
+        async def body(pipe: Pipeline, on_commit: OnCommit) -> None:
+            record = await self._store.conditional(pipe, client_algo_id)
+            if record is None or record.order.symbol != symbol or record.order.status is not ConditionalStatus.NEW:
+                raise OrderNotFound(f"-2011: Unknown order sent. ({client_algo_id})")
+            self._store.begin(pipe)
+            self._booker.end(pipe, on_commit, record, self._clock(), status, reason)
+
+        await self._store.transact(
+            [keys.paper_conditionals(), keys.paper_open_conditionals()], body, what="end_conditional"
+        )
+
+    def take_ended(self) -> list[ConditionalEnded]:
+        """The conditionals this instance saw the exchange end since the last call (what :meth:`events`
+        yields besides fills)."""
+        ended = list(self._ended)
+        self._ended.clear()
+        return ended
 
     async def open_conditionals(self, symbol: str | None = None) -> list[ConditionalOrder]:
         with _redis_errors("open_conditionals"):
@@ -321,11 +377,16 @@ class PaperExchange(Exchange):
 
     # --- triggers --------------------------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[ExchangeEvent]:
+    async def events(self) -> AsyncIterator[OrderEvent]:
         """Poll the marks of every symbol with an open conditional or a position, every
         ``poll_interval_s``, and yield what fired — after it is committed, so a consumer that dies
-        before handling an event finds the fill again with :meth:`fills_since`."""
+        before handling an event finds the fill again with :meth:`fills_since` — and the conditionals
+        the exchange ended without a fill (:class:`ConditionalEnded`). Those are told by the instance
+        whose transaction ended them (in the fleet, apply_layer's own); a restart finds them by their
+        status (:meth:`get_conditional`)."""
         while not self._closed.is_set():
+            for ended in self.take_ended():
+                yield ended
             try:
                 symbols = sorted(await self._store.open_symbols(self._redis))
             except RedisError as e:
@@ -339,6 +400,8 @@ class PaperExchange(Exchange):
                     continue
                 for event in fired:
                     yield event
+            for ended in self.take_ended():
+                yield ended
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), timeout=self._poll_interval_s)
 

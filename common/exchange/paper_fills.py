@@ -1,5 +1,5 @@
 """The bodies of the paper exchange's fill transactions: a market order, a triggered conditional,
-a liquidation.
+a liquidation — and how conditionals end without a fill.
 
 Each runs inside :meth:`PaperStore.transact`: it reads under WATCH, decides (raising a Binance
 rejection when it must), then queues every write of the fill at once — order or conditional record,
@@ -18,7 +18,14 @@ from redis.asyncio.client import Pipeline
 
 from common.config import PaperSettings
 from common.contracts.enums import FillKind, Side
-from common.exchange.base import ConditionalStatus, ExchangeEvent, Fill, OrderResult, OrderStatus
+from common.exchange.base import (
+    ConditionalEnded,
+    ConditionalStatus,
+    ExchangeEvent,
+    Fill,
+    OrderResult,
+    OrderStatus,
+)
 from common.exchange.errors import DuplicateClientOrderId, TemporaryError
 from common.exchange.paper_book import (
     ZERO,
@@ -39,16 +46,29 @@ from common.exchange.paper_store import OnCommit, PaperStore
 from common.exchange.rules import SymbolRules
 
 FEE_ASSET = "USDT"
+#: the one failure reason Binance's docs show for an algo order (ALGO_UPDATE sample: CANCELED so)
+REDUCE_ONLY_REJECT = "Reduce Only reject"
 log = structlog.get_logger()
+#: told of every conditional the exchange ended without a fill, once its transaction committed
+OnEnded = Callable[[ConditionalEnded], None]
+
+
+def _ends_with_position(record: ConditionalRecord) -> bool:
+    """A close-position conditional ends with its position (Binance: EXPIRED, the GTE_GTC example of the
+    EXPIRED status). A quantity-based reduce-only one is not documented to end so and stays open."""
+    return record.order.close_position
 
 
 class FillBooker:
     """Turns a decision to fill into the queued writes of one transaction."""
 
-    def __init__(self, store: PaperStore, settings: PaperSettings, clock: Callable[[], int]) -> None:
+    def __init__(
+        self, store: PaperStore, settings: PaperSettings, clock: Callable[[], int], on_ended: OnEnded | None = None
+    ) -> None:
         self._store = store
         self._settings = settings
         self._clock = clock
+        self._on_ended = on_ended
 
     async def market(
         self,
@@ -97,7 +117,7 @@ class FillBooker:
             reduce_only, ts, (fill,),
         )
         kind = FillKind.EXIT if reduce_only else FillKind.ENTRY
-        leftovers = await self._store.open_conditionals(pipe, symbol) if trade.position is None else []
+        leftovers = await self._leftovers(pipe, symbol) if trade.position is None else []
         self._store.begin(pipe)
         self._store.put_order(pipe, order, kind)
         self._book(pipe, on_commit, fill, kind, trade.position, account.after(trade.realized_pnl, fee), leftovers)
@@ -106,8 +126,12 @@ class FillBooker:
     async def conditional(
         self, pipe: Pipeline, on_commit: OnCommit, rules: SymbolRules, client_algo_id: str, mark: Decimal
     ) -> ExchangeEvent | None:
-        """Fill a triggered conditional against the position, atomically with marking it FINISHED;
-        with no position on its side it expires unfilled. None when nothing filled."""
+        """Fill a triggered conditional against the position, atomically with marking it FINISHED. With
+        nothing on its side to reduce it ends unfilled: a close-position one EXPIRED (its position is
+        gone), a quantity-based one CANCELED "Reduce Only reject" (Binance's docs sample). A quantity
+        above the position closes the position and no more (not confirmed from Binance's docs: a Binance
+        FAQ says reduce-only stop-market orders at or above the position size are not limited; the
+        executor keeps a stop's quantity equal to the position anyway). None when nothing filled."""
         symbol = rules.symbol
         record = await self._store.conditional(pipe, client_algo_id)
         if record is None or record.order.status is not ConditionalStatus.NEW:
@@ -119,7 +143,10 @@ class FillBooker:
         position = await self._store.position(pipe, symbol)
         if position is None or position.close_side is not o.side:
             self._store.begin(pipe)
-            self._expire(pipe, on_commit, record, ts)
+            if o.close_position:
+                self.end(pipe, on_commit, record, ts, ConditionalStatus.EXPIRED, "")
+            else:
+                self.end(pipe, on_commit, record, ts, ConditionalStatus.CANCELED, REDUCE_ONLY_REJECT)
             return None
         qty = abs(position.qty)
         if not o.close_position and o.quantity is not None:
@@ -130,7 +157,7 @@ class FillBooker:
         account = await self._store.account(pipe)
         fill = await self._fill(pipe, client_algo_id, symbol, o.side, qty, price, fee, True, trade.realized_pnl, ts)
         leftovers = [] if trade.position is not None else [
-            r for r in await self._store.open_conditionals(pipe, symbol) if r.order.client_algo_id != client_algo_id
+            r for r in await self._leftovers(pipe, symbol) if r.order.client_algo_id != client_algo_id
         ]
         finished = replace(o, status=ConditionalStatus.FINISHED)
         self._store.begin(pipe)
@@ -161,7 +188,7 @@ class FillBooker:
         origin = f"autoclose-{fill.order_id}"
         fill = replace(fill, client_order_id=origin)
         order = OrderResult(symbol, origin, fill.order_id, side, OrderStatus.FILLED, qty, qty, price, True, ts, (fill,))
-        leftovers = await self._store.open_conditionals(pipe, symbol)
+        leftovers = await self._leftovers(pipe, symbol)
         self._store.begin(pipe)
         self._store.put_order(pipe, order, FillKind.LIQUIDATION)
         account = account.after(trade.realized_pnl, fee)
@@ -209,16 +236,33 @@ class FillBooker:
         expire: list[ConditionalRecord],
     ) -> None:
         """Queue what every fill writes: position, account, fill log, and — when the position is
-        gone — the expiry of its remaining conditionals (Binance expires them with the position)."""
+        gone — the expiry of its close-position conditionals (Binance expires those with the position;
+        quantity-based reduce-only ones stay open, to be cancelled by their owner)."""
         self._store.put_position(pipe, fill.symbol, position)
         self._store.put_account(pipe, account, fill.ts_ms)
         self._store.log_fill(pipe, fill, kind)
         for record in expire:
             self._expire(pipe, on_commit, record, fill.ts_ms)
 
+    async def _leftovers(self, pipe: Pipeline, symbol: str) -> list[ConditionalRecord]:
+        """The conditionals that end when the symbol's position is gone."""
+        return [r for r in await self._store.open_conditionals(pipe, symbol) if _ends_with_position(r)]
+
     def _expire(self, pipe: Pipeline, on_commit: OnCommit, record: ConditionalRecord, ts_ms: int) -> None:
-        expired = replace(record.order, status=ConditionalStatus.EXPIRED)
-        self._store.put_conditional(pipe, replace(record, order=expired, updated_ms=ts_ms), open_=False)
+        self.end(pipe, on_commit, record, ts_ms, ConditionalStatus.EXPIRED, "")
+
+    def end(
+        self, pipe: Pipeline, on_commit: OnCommit, record: ConditionalRecord, ts_ms: int,
+        status: ConditionalStatus, reason: str,
+    ) -> None:
+        """Queue the end of an open conditional by the exchange's doing (EXPIRED, REJECTED, CANCELED with
+        a reason); :class:`ConditionalEnded` is told once the transaction commits."""
+        ended = replace(record.order, status=status)
+        self._store.put_conditional(pipe, replace(record, order=ended, updated_ms=ts_ms), open_=False)
+        event = ConditionalEnded(ended.symbol, ended.client_algo_id, status, reason, ts_ms)
         on_commit.append(
-            partial(log.info, "paper_conditional_expired", symbol=expired.symbol, client_algo_id=expired.client_algo_id)
+            partial(log.info, "paper_conditional_ended", symbol=ended.symbol, client_algo_id=ended.client_algo_id,
+                    status=status.value, reason=reason)
         )
+        if self._on_ended is not None:
+            on_commit.append(partial(self._on_ended, event))

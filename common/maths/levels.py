@@ -180,9 +180,14 @@ def _crossed(side: PositionSide, mark: Decimal, level: Decimal) -> bool:
     return mark >= level if side is PositionSide.LONG else mark <= level
 
 
-def _stop_hit(side: PositionSide, mark: Decimal, stop: Decimal) -> bool:
+def stop_crossed(side: PositionSide, mark: Decimal, stop: Decimal) -> bool:
     """True when ``mark`` is at or beyond ``stop`` against the position."""
     return mark <= stop if side is PositionSide.LONG else mark >= stop
+
+
+def best_price(side: PositionSide, best: Decimal, mark: Decimal) -> Decimal:
+    """The better of the two for the position: the higher for a long, the lower for a short."""
+    return max(best, mark) if side is PositionSide.LONG else min(best, mark)
 
 
 def advance(
@@ -200,14 +205,15 @@ def advance(
     reached and not yet harvested gives a ``Harvest``, in order, each at most once; TP1 moves the stop
     to break-even. From TP1 on, the trailing stop follows the best price; its moves come out on the
     ``Harvest`` of the same mark or, between harvests, as ``MoveStop`` when they tighten the stop by at
-    least ``min_stop_step_pct``. After TP3 nothing is left and the ladder does nothing more.
+    least ``min_stop_step_pct``. After TP3 the ladder has no stage left and does nothing more (this is
+    harvest_proposal's walk; exitbrain manages a position still open after TP3 on its own).
     """
     if state.stage >= 3:
         return state, []
-    if _stop_hit(side, mark, state.stop):
+    if stop_crossed(side, mark, state.stop):
         return state, [StopHit(stop=state.stop)]
 
-    better = max(state.best_price, mark) if side is PositionSide.LONG else min(state.best_price, mark)
+    better = best_price(side, state.best_price, mark)
     stage, stop = state.stage, state.stop
     actions: list[LadderAction] = []
     while stage < 3 and _crossed(side, mark, prices.tp(stage + 1)):

@@ -1,9 +1,19 @@
-"""The plan executor (DESIGN §6): one plan at a time per symbol, exactly once.
+"""The plan executor (DESIGN §6, §12): one plan at a time per symbol, exactly once.
 
-For each plan: a DONE record → ``SKIP duplicate_plan``; a SUBMITTING record (a crash mid-flight) → ask
-the exchange for ``qt-<plan_id>``: found → record it, not found → submit. Then the gates, then
-SUBMITTING is recorded *before* the send, then the send (retries with the same client id), then one
-commit (by the runtime): record DONE, position hash, cooldown, apply.result, execution.result per fill.
+Its exchange is the service's throttled one, which checks the lease right before every order leaves, and
+its commits are fenced by the lease: an instance that lost it neither sends nor commits.
+
+For each plan: a DONE record → ``SKIP duplicate_plan`` (or, for the very entry that record answered, a
+plain acknowledgement); a SUBMITTING record (a crash mid-flight) → ask the exchange for
+``qt-<plan_id>``: found → record it, not found → submit. Before any plan of a symbol runs, the exchange
+fills of that symbol waiting to be booked are booked (a plan never acts on a position the exchange has
+closed). Then the gates, then SUBMITTING is recorded *before* the send, then the send (retries with the
+same client id), then one commit (by the runtime): record DONE, position hash, cooldown, apply.result,
+execution.result per fill.
+
+Locks: every plan holds its symbol's lock from its reads to its commit. An entry also holds the
+portfolio lock (taken after the symbol's), so the gates that count across symbols — open positions,
+total notional — see every entry committed before them; exits and stop updates never wait on it.
 """
 
 from __future__ import annotations
@@ -11,15 +21,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from decimal import Decimal
 
 import structlog
 from redis.asyncio import Redis
 
 from common import keys
-from common.bus import Delivery, Effects
+from common.bus import Delivery, Effects, Fence
 from common.config import Settings
 from common.contracts import (
     Action,
@@ -30,14 +40,12 @@ from common.contracts import (
     FillKind,
     Message,
     PositionSide,
-    ReconcileEvent,
-    ReconcileKind,
     now_ms,
 )
 from common.ess import read_ess
-from common.exchange.base import ConditionalKind, Exchange, OrderResult, client_order_id
-from common.exchange.errors import OrderNotFound, OrderRejected, TemporaryError, UnknownOutcome
-from common.exchange.placement import RetryPolicy, place_conditional_once, place_market_once
+from common.exchange.base import Exchange, OrderResult, client_order_id
+from common.exchange.errors import OrderNotFound, OrderRejected, TemporaryError
+from common.exchange.placement import RetryPolicy, place_market_once
 from common.exchange.rules import SymbolRules
 from common.logging import bound
 from common.market import read_price
@@ -45,8 +53,11 @@ from common.policy import current_policy
 from common.positions import PositionRecord, all_positions, read_position
 from common.streams import Service, Stream
 from services.apply_layer import book, results
+from services.apply_layer.fills import FillRouter
 from services.apply_layer.gates import EntryFacts, entry_gate, exit_quantity, position_gate
+from services.apply_layer.lease import LeaseLost
 from services.apply_layer.metrics import METRICS
+from services.apply_layer.protection import Protector
 from services.apply_layer.records import PlanRecord, PlanState, done, load_record, mark_submitting
 
 log = structlog.get_logger()
@@ -57,13 +68,24 @@ ActionHandler = Callable[[ApplyPlan, str, PlanRecord | None, float], Awaitable[E
 class Executor:
     """Executes plans against ``exchange``; returns the Effects the runtime commits with the XACK."""
 
-    def __init__(self, redis: Redis, exchange: Exchange, settings: Settings, retry: RetryPolicy) -> None:
+    #: what makes a plan wait and try again without counting a delivery: the exchange being unavailable
+    #: (an exit is retried until it goes; an entry until it goes stale), or the lease not renewed lately
+    #: (nothing is sent meanwhile; a lease really lost stops the service)
+    TRANSIENT: tuple[type[BaseException], ...] = (TemporaryError, LeaseLost)
+
+    def __init__(self, redis: Redis, exchange: Exchange, settings: Settings, retry: RetryPolicy, *,
+                 fence: Fence | None = None) -> None:
         self.redis = redis
         self.exchange = exchange
         self.settings = settings
         self.apply = settings.apply
         self.retry = retry
+        self.fence = fence
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        #: held by entries (after their symbol's lock) from their gates to their commit
+        self.portfolio = asyncio.Lock()
+        self.protector = Protector(exchange, settings, retry)
+        self.router = FillRouter(redis, exchange, settings, self.locks, self.protector, fence)
         self._by_action: dict[Action, ActionHandler] = {
             Action.ENTRY_PROPOSED: self._entry,
             Action.FULL_CLOSE_PROPOSED: self._exit,
@@ -72,9 +94,26 @@ class Executor:
             Action.ADOPT_EXCHANGE: self._adopt,
         }
 
+    # --- locks ---------------------------------------------------------------------------------------
+
     def guard(self, message: Message) -> AbstractAsyncContextManager[object]:
-        """The per-symbol lock, held around a plan's handling and commit (and by the fill router)."""
-        return self.locks[getattr(message, "symbol", "")]
+        """Held around a plan's handling and its commit: the symbol's lock, and for entries and adoptions
+        (which change what the portfolio holds) the portfolio lock after it."""
+        symbol = getattr(message, "symbol", "")
+        portfolio = isinstance(message, ApplyPlan) and message.action in (Action.ENTRY_PROPOSED,
+                                                                          Action.ADOPT_EXCHANGE)
+        return self._locked(symbol, portfolio=portfolio)
+
+    @asynccontextmanager
+    async def _locked(self, symbol: str, *, portfolio: bool) -> AsyncIterator[object]:
+        async with self.locks[symbol]:
+            if not portfolio:
+                yield None
+                return
+            async with self.portfolio:
+                yield None
+
+    # --- plans -----------------------------------------------------------------------------------------
 
     async def handle(self, delivery: Delivery) -> Effects:
         plan = delivery.message
@@ -82,12 +121,19 @@ class Executor:
         return await self.execute(plan, delivery.entry_id)
 
     async def execute(self, plan: ApplyPlan, entry_id: str) -> Effects:
+        """Run ``plan`` (its guard is held by the caller)."""
         started = time.monotonic()
         with bound(plan_id=plan.plan_id, symbol=plan.symbol, trace_id=plan.trace_id):
             record = await load_record(self.redis, plan.plan_id)
             if record is not None and record.state is PlanState.DONE:
+                if entry_id and record.entry_id == entry_id:
+                    # this very entry was settled already (at start, or by the settling round): its one
+                    # result exists; acknowledge it without a second
+                    log.info("plan_already_settled", action=plan.action.value, decision=record.decision)
+                    return Effects()
                 log.info("plan_duplicate", action=plan.action.value, first_decision=record.decision)
                 return self._result(Effects(), results.skip(plan, "duplicate_plan"))
+            await self.router.flush_locked(plan.symbol)
             effects = await self._by_action[plan.action](plan, entry_id, record, started)
             for result in effects.published(Stream.APPLY_RESULT):
                 assert isinstance(result, ApplyResult)
@@ -102,34 +148,46 @@ class Executor:
         cid = client_order_id(plan.plan_id)
         rules = (await self.exchange.symbol_rules()).get(plan.symbol)
         order = await self._settle(plan, cid, record)
+        position = await read_position(self.redis, plan.symbol)
+        alerts = Effects()
         if order is None:
             reason = entry_gate(plan, await self._entry_facts(plan, rules))
             if reason is not None:
-                return self._finish_skip(plan, reason)
+                return self._finish_skip(plan, reason, entry_id)
             assert rules is not None
             qty = rules.round_qty(plan.qty)
             if qty <= 0:
-                return self._finish_skip(plan, "below_step")
+                return self._finish_skip(plan, "below_step", entry_id)
+            position, agrees = await self._verified(plan, position, Decimal(0), alerts)
+            if not agrees:
+                return self._finish_skip(plan, "risk_limit:reconcile_drift", entry_id).extend(alerts)
             try:
                 await self.exchange.set_leverage(plan.symbol, plan.leverage)
                 await mark_submitting(self.redis, plan, cid, entry_id, self.apply.record_ttl_s)
                 order = await place_market_once(self.exchange, plan.symbol, plan.side, qty, cid, reduce_only=False,
                                                 policy=self.retry)
             except OrderRejected as e:
-                return self._finish_error(plan, e.reason_code, cid, started)
+                return self._finish_error(plan, e.reason_code, cid, started, entry_id)
             except TemporaryError as e:
                 log.warning("entry_not_placed", error=str(e))
-                return self._finish_error(plan, "exchange:unavailable", cid, started)
-        position = await read_position(self.redis, plan.symbol)
-        effects = Effects()
-        after = self._book_fills(effects, plan, order, position, FillKind.ENTRY)
-        if position is None and after is not None and self.apply.protective_orders and rules is not None:
-            after = await self._protect(after, rules, effects)
+                return self._finish_error(plan, "exchange:unavailable", cid, started, entry_id)
+        else:
+            # placed before a crash: the position it joins is checked against the exchange too (a stop of
+            # the position may have filled since), but the order exists and is booked whatever it says
+            delta = order.executed_qty * plan.side.position_side.sign
+            position, _ = await self._verified(plan, position, delta, alerts)
+        effects = Effects().extend(alerts)
+        after = await self._book_fills(effects, plan, order, position, FillKind.ENTRY)
+        if after is not None and rules is not None:
+            if position is None:
+                after = await self.protector.protect(after, rules, effects)
+            elif after.quantity != position.quantity:
+                after = await self.protector.resize(after, rules, plan.plan_id, effects)
         if after is not None:
             effects.hset(keys.position(plan.symbol), after.to_hash(), replace=True)
         if self.apply.cooldown_s:
             effects.set(keys.cooldown(plan.symbol), plan.plan_id, ttl_ms=self.apply.cooldown_s * 1000)
-        return self._finish_executed(effects, plan, order, cid, started)
+        return self._finish_executed(effects, plan, order, cid, started, entry_id)
 
     async def _entry_facts(self, plan: ApplyPlan, rules: SymbolRules | None) -> EntryFacts:
         price = await read_price(self.redis, plan.symbol)
@@ -137,31 +195,56 @@ class Executor:
             ess=await read_ess(self.redis),
             rules=rules,
             cooldown_active=bool(await self.redis.exists(keys.cooldown(plan.symbol))),
-            reconcile_blocked=bool(await self.redis.exists(keys.apply_blocked(plan.symbol))),
+            reconcile_blocked=bool(await self.redis.exists(keys.reconcile_drift(plan.symbol))),
             policy=await current_policy(self.redis, self.settings),
             positions=await all_positions(self.redis),
             mark_price=price.mark_price if price else None,
             now_ms=now_ms(),
             entry_max_age_ms=self.apply.entry_max_age_s * 1000,
+            entry_max_move_frac=self.apply.entry_max_move_frac,
         )
+
+    async def _verified(self, plan: ApplyPlan, position: PositionRecord | None, delta: Decimal,
+                        alerts: Effects) -> tuple[PositionRecord | None, bool]:
+        """The position an entry joins, checked against the exchange (which should hold it plus ``delta``,
+        this entry's own fill when it was placed already). When they differ, the symbol's missed fills are
+        booked first and the position read again; (the position, whether they agree now)."""
+        theirs = await self._exchange_qty(plan.symbol)
+        if theirs == book.signed(position) + delta:
+            return position, True
+        await self.router.catch_up_locked(plan.symbol)
+        position = await read_position(self.redis, plan.symbol)
+        if theirs == book.signed(position) + delta:
+            return position, True
+        log.error("entry_position_drift", redis_qty=str(book.signed(position)), exchange_qty=str(theirs),
+                  entry_qty=str(delta))
+        alerts.publish(Stream.ALERTS, AlertEvent(
+            source=Service.APPLY_LAYER, trace_id=plan.trace_id, kind="RECONCILE_DRIFT", reason="entry_check",
+            details={"symbol": plan.symbol, "redis_qty": str(book.signed(position)), "exchange_qty": str(theirs),
+                     "plan_id": plan.plan_id}))
+        return position, False
+
+    async def _exchange_qty(self, symbol: str) -> Decimal:
+        theirs = (await self.exchange.positions()).get(symbol)
+        return theirs.position_amt if theirs is not None else Decimal(0)
 
     # --- exits -------------------------------------------------------------------------------------
 
     async def _exit(self, plan: ApplyPlan, entry_id: str, record: PlanRecord | None, started: float) -> Effects:
         cid = client_order_id(plan.plan_id)
         position = await read_position(self.redis, plan.symbol)
+        rules = (await self.exchange.symbol_rules()).get(plan.symbol)
         order = await self._settle(plan, cid, record)
         if order is None:
             reason = position_gate(plan, position)
             if reason is not None:
-                return self._finish_skip(plan, reason)
+                return self._finish_skip(plan, reason, entry_id)
             assert position is not None
-            rules = (await self.exchange.symbol_rules()).get(plan.symbol)
             price = await read_price(self.redis, plan.symbol)
             qty = (exit_quantity(plan, position, rules, price.mark_price if price else None) if rules
                    else position.quantity)
             if qty <= 0:
-                return self._finish_skip(plan, "below_step")
+                return self._finish_skip(plan, "below_step", entry_id)
             await mark_submitting(self.redis, plan, cid, entry_id, self.apply.record_ttl_s)
             try:
                 # exits are retried until they go: a TemporaryError past the retries leaves the plan
@@ -169,16 +252,18 @@ class Executor:
                 order = await place_market_once(self.exchange, plan.symbol, position.side.close_side, qty, cid,
                                                 reduce_only=True, policy=self.retry)
             except OrderRejected as e:
-                return self._finish_error(plan, e.reason_code, cid, started)
+                return self._finish_error(plan, e.reason_code, cid, started, entry_id)
         effects = Effects()
-        after = self._book_fills(effects, plan, order, position, FillKind.EXIT)
+        after = await self._book_fills(effects, plan, order, position, FillKind.EXIT)
         if after is None:
             effects.delete(keys.position(plan.symbol))
             if position is not None:
-                await self._cancel_protection(position)
+                await self.protector.cancel_all(position)
         else:
+            if rules is not None and position is not None and after.quantity != position.quantity:
+                after = await self.protector.resize(after, rules, plan.plan_id, effects)
             effects.hset(keys.position(plan.symbol), after.to_hash(), replace=True)
-        return self._finish_executed(effects, plan, order, cid, started)
+        return self._finish_executed(effects, plan, order, cid, started, entry_id)
 
     # --- stop updates ------------------------------------------------------------------------------
 
@@ -188,42 +273,38 @@ class Executor:
         position = await read_position(self.redis, plan.symbol)
         reason = position_gate(plan, position)
         if reason is not None:
-            return self._finish_skip(plan, reason)
+            return self._finish_skip(plan, reason, entry_id)
         assert position is not None
         cid = client_order_id(plan.plan_id, "sl")
         rules = (await self.exchange.symbol_rules()).get(plan.symbol)
         stop = rules.round_price(plan.new_stop_loss) if rules else plan.new_stop_loss
         if position.stop_loss is not None and (stop - position.stop_loss) * position.side.sign < 0:
             # a stop only ever tightens: an update that arrives late (after a tighter one) is refused
-            return self._finish_skip(plan, "stop_not_tighter")
-        sl_order_id = position.sl_order_id
-        if self.apply.protective_orders:
-            try:
-                # the new stop first, then the old one goes: the position is never without a stop
-                await place_conditional_once(self.exchange, plan.symbol, ConditionalKind.STOP_MARKET,
-                                             position.side.close_side, stop, cid, policy=self.retry)
-            except OrderRejected as e:
-                return self._finish_error(plan, e.reason_code, cid, started)
-            if position.sl_order_id and position.sl_order_id != cid:
-                await self._cancel(plan.symbol, position.sl_order_id)
-            sl_order_id = cid
-        after = position.with_changes(stop_loss=stop, sl_order_id=sl_order_id, stop_reason=plan.reason.value,
-                                      updated_at=now_ms())
+            return self._finish_skip(plan, "stop_not_tighter", entry_id)
+        if rules is None:
+            return self._finish_skip(plan, "symbol_not_tradable", entry_id)
+        try:
+            # the new stop first, then the old one goes: the position is never without a stop
+            after = await self.protector.replace_stop(position, rules, stop, cid)
+        except OrderRejected as e:
+            return self._finish_error(plan, e.reason_code, cid, started, entry_id)
+        after = after.with_changes(stop_reason=plan.reason.value, updated_at=now_ms())
         effects = Effects().hset(keys.position(plan.symbol), after.to_hash(), replace=True)
-        return self._finish_executed(effects, plan, None, cid, started)
+        return self._finish_executed(effects, plan, None, cid, started, entry_id)
 
     # --- adopting the exchange's truth ----------------------------------------------------------------
 
     async def _adopt(self, plan: ApplyPlan, entry_id: str, record: PlanRecord | None, started: float) -> Effects:
         """Rewrite (or delete) the position hash from the exchange's position, under the symbol's lock —
         what reconciliation asks for with resolution=adopt. No order is placed. A position taken over
-        from the exchange has no stop or target on record: exitbrain manages it with default levels."""
+        from the exchange has no stop or target on record: exitbrain manages it with default levels.
+        position_monitor, the one detector of drift, sees it resolved on its next pass."""
         position = await read_position(self.redis, plan.symbol)
         theirs = (await self.exchange.positions()).get(plan.symbol)
         amount = theirs.position_amt if theirs is not None else Decimal(0)
         ours = book.signed(position)
         if ours == amount:
-            return self._finish_skip(plan, "no_drift")
+            return self._finish_skip(plan, "no_drift", entry_id)
         now = now_ms()
         effects = Effects()
         after: PositionRecord | None = None
@@ -238,13 +319,11 @@ class Executor:
                                        None, plan.plan_id, now, now, plan.trace_id)
             effects.hset(keys.position(plan.symbol), after.to_hash(), replace=True)
         if position is not None and (after is None or after.plan_id != position.plan_id):
-            await self._cancel_protection(position)
-        effects.delete(keys.apply_blocked(plan.symbol))
-        effects.publish(Stream.RECONCILE_EVENTS, ReconcileEvent(
-            source=Service.APPLY_LAYER, trace_id=plan.trace_id, symbol=plan.symbol, kind=ReconcileKind.RESOLVED,
-            redis_qty=ours, exchange_qty=amount, action_taken="adopted_exchange_position"))
+            await self.protector.cancel_all(position)
         log.warning("exchange_position_adopted", redis_qty=str(ours), exchange_qty=str(amount))
-        return self._finish_executed(effects, plan, None, "", started)
+        return self._finish_executed(effects, plan, None, "", started, entry_id)
+
+    # --- settling what was left SUBMITTING ---------------------------------------------------------
 
     async def abandon(self, plan: ApplyPlan, reason: str) -> Effects:
         """Close a SUBMITTING plan without sending anything: its order, if the exchange has one, is
@@ -256,7 +335,18 @@ class Executor:
             if await self._settle(plan, cid, record) is not None:
                 return await self.execute(plan, "")
         log.warning("plan_abandoned", reason=reason)
-        return self._finish_error(plan, reason, cid, started)
+        return self._finish_error(plan, reason, cid, started, "")
+
+    async def dead_lettered(self, message: Message, reason: str) -> Effects:
+        """A plan dead-lettered by the runtime still gets its one result: ERROR ``dead_lettered`` when it
+        never reached the exchange. A SUBMITTING one is left to the settling round (its order may exist);
+        a DONE one has its result already."""
+        assert isinstance(message, ApplyPlan)
+        record = await load_record(self.redis, message.plan_id)
+        if record is not None:
+            return Effects()
+        log.warning("plan_dead_lettered", plan_id=message.plan_id, symbol=message.symbol, reason=reason[:200])
+        return self._finish_error(message, "dead_lettered", "", time.monotonic(), "")
 
     # --- shared steps ------------------------------------------------------------------------------
 
@@ -273,12 +363,15 @@ class Executor:
         METRICS.settled.inc()
         return order
 
-    def _book_fills(self, effects: Effects, plan: ApplyPlan, order: OrderResult, position: PositionRecord | None,
-                    kind: FillKind) -> PositionRecord | None:
-        """execution.result per fill, with the position after each; returns the position after all."""
+    async def _book_fills(self, effects: Effects, plan: ApplyPlan, order: OrderResult,
+                          position: PositionRecord | None, kind: FillKind) -> PositionRecord | None:
+        """execution.result per fill, with the position after each; returns the position after all. A
+        fill already booked (its marker exists) is not booked again."""
         after = position
         now = now_ms()
         for fill in results.fills_of(order):
+            if await self.redis.exists(keys.apply_fill(fill.fill_id)):
+                continue
             after = book.after_fill(after, fill.side, fill.qty, fill.price, now,
                                     plan if kind is FillKind.ENTRY else None)
             owner = after.plan_id if after is not None else (position.plan_id if position else plan.position_plan_id)
@@ -289,65 +382,32 @@ class Executor:
             METRICS.fills.labels(kind.value).inc()
         return after
 
-    async def _protect(self, position: PositionRecord, rules: SymbolRules, effects: Effects) -> PositionRecord:
-        """Stop-loss and take-profit on the exchange, so a dead fleet still leaves a protected position."""
-        ids: dict[str, str] = {}
-        for kind, price, suffix in ((ConditionalKind.STOP_MARKET, position.stop_loss, "sl"),
-                                    (ConditionalKind.TAKE_PROFIT_MARKET, position.take_profit, "tp")):
-            if price is None:
-                continue
-            cid = client_order_id(position.plan_id, suffix)
-            try:
-                await place_conditional_once(self.exchange, position.symbol, kind, position.side.close_side,
-                                             rules.round_price(price), cid, policy=self.retry)
-                ids[suffix] = cid
-            except (OrderRejected, TemporaryError, UnknownOutcome) as e:
-                log.error("protection_not_placed", kind=kind.value, error=str(e))
-                effects.publish(Stream.ALERTS, AlertEvent(
-                    source=Service.APPLY_LAYER, trace_id=position.trace_id, kind="PROTECTION_NOT_PLACED",
-                    reason=str(e)[:500], details={"symbol": position.symbol, "order": kind.value,
-                                                  "trigger_price": str(price), "plan_id": position.plan_id}))
-        return position.with_changes(sl_order_id=ids.get("sl", ""), tp_order_id=ids.get("tp", ""))
-
-    async def _cancel_protection(self, position: PositionRecord) -> None:
-        """A full close cancels what is left of its protective orders."""
-        for cid in (position.sl_order_id, position.tp_order_id):
-            if cid:
-                await self._cancel(position.symbol, cid)
-
-    async def _cancel(self, symbol: str, cid: str) -> None:
-        try:
-            await self.exchange.cancel_conditional(symbol, cid)
-        except OrderNotFound:
-            pass  # triggered, expired or cancelled already
-        except (TemporaryError, UnknownOutcome) as e:
-            log.warning("cancel_failed", client_order_id=cid, error=str(e))
-
     def _result(self, effects: Effects, result: ApplyResult) -> Effects:
         METRICS.results.labels(result.action.value, result.decision.value).inc()
         return effects.publish(Stream.APPLY_RESULT, result)
 
-    def _finish_skip(self, plan: ApplyPlan, reason: str) -> Effects:
+    def _finish_skip(self, plan: ApplyPlan, reason: str, entry_id: str) -> Effects:
         effects = Effects()
-        effects.ops.append(done(plan.plan_id, Decision.SKIP, error=reason, ttl_s=self.apply.record_ttl_s))
+        effects.ops.append(done(plan.plan_id, Decision.SKIP, error=reason, entry_id=entry_id,
+                                ttl_s=self.apply.record_ttl_s))
         return self._result(effects, results.skip(plan, reason))
 
-    def _finish_error(self, plan: ApplyPlan, reason: str, cid: str, started: float) -> Effects:
+    def _finish_error(self, plan: ApplyPlan, reason: str, cid: str, started: float, entry_id: str) -> Effects:
         effects = Effects()
-        effects.ops.append(done(plan.plan_id, Decision.ERROR, error=reason, client_order_id=cid,
+        effects.ops.append(done(plan.plan_id, Decision.ERROR, error=reason, client_order_id=cid, entry_id=entry_id,
                                 ttl_s=self.apply.record_ttl_s))
         return self._result(effects, results.error(plan, reason, cid, _ms_since(started)))
 
     def _finish_executed(self, effects: Effects, plan: ApplyPlan, order: OrderResult | None, cid: str,
-                         started: float) -> Effects:
+                         started: float, entry_id: str) -> Effects:
         latency = _ms_since(started)
         effects.ops.append(done(plan.plan_id, Decision.EXECUTE, client_order_id=cid,
-                                order_id=order.order_id if order else "", ttl_s=self.apply.record_ttl_s))
+                                order_id=order.order_id if order else "", entry_id=entry_id,
+                                ttl_s=self.apply.record_ttl_s))
         METRICS.latency.observe(latency / 1000)
         return self._result(effects, results.executed(plan, order, cid, latency))
 
 
 def _ms_since(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
-
 

@@ -27,6 +27,8 @@ class EntryFacts:
     mark_price: Decimal | None
     now_ms: int
     entry_max_age_ms: int
+    #: the largest move of the mark from the plan's entry_price that still lets it go (a fraction)
+    entry_max_move_frac: float = 0.01
 
 
 def entry_gate(plan: ApplyPlan, facts: EntryFacts) -> str | None:
@@ -45,6 +47,9 @@ def entry_gate(plan: ApplyPlan, facts: EntryFacts) -> str | None:
     limits = facts.policy.limits
     if plan.symbol not in facts.policy.allowlist:
         return "risk_limit:allowlist"
+    moved = price_gate(plan, facts.mark_price, facts.entry_max_move_frac)
+    if moved is not None:
+        return moved
     held = facts.positions.get(plan.symbol)
     if held is not None and held.side is not plan.side.position_side:
         return "risk_limit:opposite_position"
@@ -60,6 +65,23 @@ def entry_gate(plan: ApplyPlan, facts: EntryFacts) -> str | None:
     open_notional = sum((p.notional() for p in facts.positions.values()), Decimal(0))
     if open_notional + notional > limits.max_total_notional_usd:
         return "risk_limit:total_notional"
+    return None
+
+
+def price_gate(plan: ApplyPlan, mark: Decimal | None, max_move_frac: float) -> str | None:
+    """An entry the market has already left behind: the mark beyond its own stop-loss or take-profit
+    (it would be closed at once, two fees and the slippage for nothing), or moved more than
+    ``max_move_frac`` from the price it was sized at. No mark: nothing to judge here."""
+    assert plan.side is not None
+    if mark is None:
+        return None
+    sign = plan.side.position_side.sign
+    if plan.stop_loss is not None and (mark - plan.stop_loss) * sign <= 0:
+        return "price_beyond_levels"
+    if plan.take_profit is not None and (plan.take_profit - mark) * sign <= 0:
+        return "price_beyond_levels"
+    if plan.entry_price and abs(mark - plan.entry_price) > plan.entry_price * Decimal(repr(max_move_frac)):
+        return "price_moved"
     return None
 
 

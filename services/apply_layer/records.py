@@ -62,23 +62,30 @@ async def mark_submitting(redis: Redis, plan: ApplyPlan, client_order_id: str, e
 
 
 def done(plan_id: str, decision: Decision, *, error: str = "", client_order_id: str = "", order_id: str = "",
-         ttl_s: int) -> HashSet:
-    """The commit's write of the record: DONE with the outcome (the plan itself is dropped)."""
+         entry_id: str = "", ttl_s: int) -> HashSet:
+    """The commit's write of the record: DONE with the outcome and the stream entry it answered (the plan
+    itself is dropped). The same entry delivered again is then acknowledged without a second result."""
     return HashSet(
         keys.apply_plan(plan_id),
         {"state": PlanState.DONE.value, "decision": decision.value, "error": error,
-         "client_order_id": client_order_id, "order_id": order_id, "updated_at": str(now_ms())},
+         "client_order_id": client_order_id, "order_id": order_id, "entry_id": entry_id,
+         "updated_at": str(now_ms())},
         replace=True,
         ttl_ms=ttl_s * 1000,
     )
 
 
-async def submitting_records(redis: Redis) -> list[PlanRecord]:
-    """Every record left SUBMITTING (by a crash between the send and the commit)."""
+async def submitting_records(redis: Redis, *, older_than_ms: int | None = None) -> list[PlanRecord]:
+    """Every record left SUBMITTING (by a crash between the send and the commit, or a plan whose outcome
+    could not be read), oldest first; with ``older_than_ms``, only those not updated for that long."""
     found = []
+    now = now_ms()
     async for key in redis.scan_iter(match=keys.apply_plan_pattern(), count=500):
         plan_id = str(key).rsplit(":", 1)[-1]
         record = await load_record(redis, plan_id)
-        if record is not None and record.state is PlanState.SUBMITTING:
-            found.append(record)
-    return found
+        if record is None or record.state is not PlanState.SUBMITTING:
+            continue
+        if older_than_ms is not None and now - record.updated_at < older_than_ms:
+            continue
+        found.append(record)
+    return sorted(found, key=lambda r: (r.updated_at, r.plan_id))

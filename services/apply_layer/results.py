@@ -13,6 +13,7 @@ from common.contracts import (
     FillKind,
 )
 from common.exchange.base import Fill, OrderResult
+from common.exchange.errors import FillsIncomplete
 from common.streams import Service
 
 
@@ -40,12 +41,13 @@ def executed(plan: ApplyPlan, order: OrderResult | None, client_order_id: str, l
 
 
 def fills_of(order: OrderResult) -> tuple[Fill, ...]:
-    """The order's fills; one made from its totals when the exchange reported none."""
-    if order.fills or order.executed_qty <= 0:
-        return order.fills
-    return (Fill(f"order-{order.order_id}", order.order_id, order.client_order_id, order.symbol, order.side,
-                 order.executed_qty, order.avg_price, Decimal(0), "USDT", order.reduce_only, None,
-                 order.update_time_ms),)
+    """The order's fills, complete: an executed quantity its fills do not add up to is never booked short
+    (FillsIncomplete: the plan stays SUBMITTING and is settled again later)."""
+    filled = sum((f.qty for f in order.fills), Decimal(0))
+    if filled != order.executed_qty:
+        raise FillsIncomplete(f"order {order.client_order_id}: fills add up to {filled} of the executed "
+                              f"{order.executed_qty}")
+    return order.fills
 
 
 def execution(fill: Fill, *, plan_id: str, trace_id: str, kind: FillKind, position_after: Decimal,

@@ -16,9 +16,9 @@ from common.exchange.base import (
     ConditionalKind,
     ConditionalOrder,
     Exchange,
-    ExchangeEvent,
     ExchangePosition,
     Fill,
+    OrderEvent,
     OrderResult,
 )
 from common.exchange.rules import SymbolRules
@@ -77,11 +77,15 @@ class OrderThrottle:
 
 
 class ThrottledExchange(Exchange):
-    """An exchange whose order calls pass the throttle: reduce-only and protective orders as exits."""
+    """An exchange whose order calls pass the throttle (reduce-only and protective orders as exits) and,
+    right before each one leaves — every resend included — ``before_send`` (apply_layer: the lease check,
+    so that no order is sent by an instance that may have lost its lease)."""
 
-    def __init__(self, inner: Exchange, throttle: OrderThrottle) -> None:
+    def __init__(self, inner: Exchange, throttle: OrderThrottle,
+                 before_send: Callable[[], None] | None = None) -> None:
         self.inner = inner
         self.throttle = throttle
+        self.before_send = before_send or (lambda: None)
         self.name = inner.name
 
     async def start(self) -> None:
@@ -97,11 +101,13 @@ class ThrottledExchange(Exchange):
         return await self.inner.mark_price(symbol)
 
     async def set_leverage(self, symbol: str, leverage: int) -> int:
+        self.before_send()
         return await self.inner.set_leverage(symbol, leverage)
 
     async def place_market_order(self, symbol: str, side: Side, qty: Decimal, client_order_id: str, *,
                                  reduce_only: bool) -> OrderResult:
         await self.throttle.acquire(EXIT if reduce_only else ENTRY)
+        self.before_send()
         return await self.inner.place_market_order(symbol, side, qty, client_order_id, reduce_only=reduce_only)
 
     async def get_order(self, symbol: str, client_order_id: str) -> OrderResult:
@@ -111,6 +117,7 @@ class ThrottledExchange(Exchange):
                                 client_algo_id: str, *, close_position: bool = True,
                                 quantity: Decimal | None = None) -> ConditionalOrder:
         await self.throttle.acquire(EXIT)
+        self.before_send()
         return await self.inner.place_conditional(symbol, kind, side, trigger_price, client_algo_id,
                                                   close_position=close_position, quantity=quantity)
 
@@ -119,6 +126,7 @@ class ThrottledExchange(Exchange):
 
     async def cancel_conditional(self, symbol: str, client_algo_id: str) -> None:
         await self.throttle.acquire(EXIT)
+        self.before_send()
         await self.inner.cancel_conditional(symbol, client_algo_id)
 
     async def open_conditionals(self, symbol: str | None = None) -> list[ConditionalOrder]:
@@ -133,5 +141,5 @@ class ThrottledExchange(Exchange):
     async def fills_since(self, symbol: str, since_ms: int) -> list[Fill]:
         return await self.inner.fills_since(symbol, since_ms)
 
-    def events(self) -> AsyncIterator[ExchangeEvent]:
+    def events(self) -> AsyncIterator[OrderEvent]:
         return self.inner.events()

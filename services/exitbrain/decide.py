@@ -1,21 +1,26 @@
 """exitbrain's decisions (pure): a position, its exit state, the mark and the market state in; the plans
 to publish and the new exit state out.
 
-Per mark (:func:`evaluate`), in this order:
+exitbrain owns the risk exits; the take-profit ladder is harvest_proposal's (DESIGN §12), and its stages
+reach exitbrain only as ``harvest.proposal`` messages. Per mark (:func:`evaluate`), in this order:
 
-1. the stop in force crossed in software → ``FULL_CLOSE_PROPOSED`` (``stop_loss`` before TP1,
-   ``trailing_stop`` after);
+1. the stop in force crossed in software → ``FULL_CLOSE_PROPOSED`` (``stop_loss`` before TP1; after it
+   the reason of the stop in force: ``breakeven`` while it sits at break-even, else ``trailing_stop``);
 2. the kill score (DESIGN §7) at or over the threshold → ``FULL_CLOSE_PROPOSED`` ``kill_score`` with
    the score and its four components. ``k_regime_flip`` means the regime *turned* against the position:
    it counts once the regime has been seen not against it (a position opened in a trendless market has
    no trend to lose; without this every such position would be killed on its first evaluation);
-3. each take-profit of the adaptive ladder reached → ``PARTIAL_CLOSE_PROPOSED`` ``harvest_tp1..3``
-   closing the share of what is open that keeps the split of the original position;
-4. a stop that tightened by at least ``min_stop_step_pct`` since the one last asked for → ``UPDATE_STOP``
-   (``stop_loss`` for the leverage-aware stop, ``breakeven`` after TP1, ``trailing_stop`` after that).
+3. the position held ``max_hold_ms`` or longer (when set) → ``FULL_CLOSE_PROPOSED`` ``time_exit``;
+4. the TP3 harvest (100 % of what is open) proposed ``close_retry_ms`` ago and the position still open →
+   ``FULL_CLOSE_PROPOSED`` ``harvest_tp3``;
+5. a stop that tightened by at least ``min_stop_step_pct`` since the one last asked for → ``UPDATE_STOP``
+   (``stop_loss`` for the leverage-aware stop before TP1; after it the trailing stop follows the best mark).
 
-After a full close is proposed nothing more is proposed for the position. A harvest proposal
-(:func:`on_proposal`) becomes the same harvest plans, once per stage whatever is re-proposed.
+A full close in flight holds everything else back; if the position is still open ``close_retry_ms``
+after it was proposed, the same close is proposed again under a new attempt id. Every open position is
+managed so, whatever its ladder stage: a position still open after TP3 keeps its stop, trailing, kill
+score, time exit and retries. A harvest proposal (:func:`on_proposal`) becomes the stage's harvest
+plans, once per position and stage whatever is re-proposed, and moves the stop as the stage requires.
 """
 
 from __future__ import annotations
@@ -37,14 +42,12 @@ from common.contracts import (
 from common.exit_levels import LadderParams, base_fractions, levels_of
 from common.maths.kill_score import KillScore, KillScoreParams, kill_score, regime_flipped
 from common.maths.levels import (
-    ExitLadderState,
-    Harvest,
     LevelPrices,
     Split,
-    StopHit,
-    advance,
+    best_price,
     breakeven_price,
     close_pct_of_current,
+    stop_crossed,
     stop_moved_enough,
     tighten,
     trailing_stop,
@@ -61,12 +64,14 @@ _HEX16 = re.compile(r"^[0-9a-f]{16}$")
 
 @dataclass(frozen=True)
 class ExitParams(LadderParams):
-    """The constants of exitbrain's decisions (``[exit]`` settings, DESIGN §7 defaults): the ladder's and
-    the kill score's."""
+    """The constants of exitbrain's decisions (``[exit]`` settings, DESIGN §7 defaults): the ladder's (for
+    the leverage-aware stop, break-even and trailing), the kill score's, the close retry and the time exit."""
 
     kill: KillScoreParams = field(default_factory=KillScoreParams)
-    #: a full close still not done this long after it was proposed is proposed again
+    #: a full close (or the TP3 harvest) still not done this long after it was proposed is proposed again
     close_retry_ms: int = 120_000
+    #: a position open this long is closed in full (``time_exit``); 0: no time exit
+    max_hold_ms: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ExitParams:
@@ -79,6 +84,7 @@ class ExitParams(LadderParams):
             default_sl=settings.signal.min_sl_pct,
             reward_risk=settings.signal.reward_risk,
             close_retry_ms=int(e.close_retry_s * 1000),
+            max_hold_ms=e.max_hold_s * 1000,
         )
 
 
@@ -161,60 +167,103 @@ def score(position: PositionRecord, state: ExitState, market: MarketState | None
 
 def evaluate(position: PositionRecord, state: ExitState | None, mark: Decimal, market: MarketState | None,
              now: int, params: ExitParams) -> Outcome:
-    """The decisions of one mark price for one position (see the module's docstring for the order)."""
+    """The decisions of one mark price for one position (see the module's docstring for the order).
+    Whatever the ladder stage: a position still open after TP3 is managed like any other."""
     current = current_state(position, state, market, params, now)
     kill = score(position, current, market, now, params)
-    if current.closing and now - current.closing_at >= params.close_retry_ms:
-        # the position is still here long after its full close was proposed: that close did not happen
-        current = current.with_changes(closing="")
-    if current.closing or current.stage >= 3:
-        return Outcome(current, [], kill)
-    prices, split = position_levels(position, current, params)
-    stop = current.ladder_stop
-    if position.stop_loss is not None:  # a stop tightened elsewhere (rounding, an operator) counts too
-        stop = tighten(position.side, stop, position.stop_loss)
-    ladder = ExitLadderState(stage=current.stage, best_price=current.peak_price, stop=stop)
-    after, actions = advance(position.side, position.entry_price, mark, ladder, prices, split, params.levels)
-
-    if any(isinstance(a, StopHit) for a in actions):
-        reason = ExitReason.STOP_LOSS if current.stage == 0 else ExitReason.TRAILING_STOP
-        plan = plans.full_close(position.symbol, position.plan_id, reason, current.stage, ts=now,
-                                attempt=current.close_attempts)
-        return Outcome(_closing(current, reason, now), [plan], kill)
+    if current.closing:
+        return _retry(position, current, now, kill, params)
+    stop = stop_in_force(position, current)
+    if stop_crossed(position.side, mark, stop):
+        return _close(position, current, stop_reason(position, current, stop, params), now, kill)
     if kill is not None and kill.close:
-        plan = plans.full_close(position.symbol, position.plan_id, ExitReason.KILL_SCORE, current.stage,
-                                kill=kill, ts=now, attempt=current.close_attempts)
-        return Outcome(_closing(current, ExitReason.KILL_SCORE, now), [plan], kill)
+        return _close(position, current, ExitReason.KILL_SCORE, now, kill)
+    if params.max_hold_ms and now - position.created_at >= params.max_hold_ms:
+        return _close(position, current, ExitReason.TIME_EXIT, now, kill)
+    if current.tp3_proposed_at and now - current.tp3_proposed_at >= params.close_retry_ms:
+        # the TP3 harvest closes all that is open: a position still here did not get it (failed, partial)
+        return _close(position, current, ExitReason.HARVEST_TP3, now, kill)
 
-    out: list[ApplyPlan] = []
-    proposed = set(current.proposed)
-    for action in actions:
-        if isinstance(action, Harvest) and _stage_name(action.stage) not in proposed:
-            out.append(plans.harvest(position.symbol, position.plan_id, action.stage,
-                                     action.close_pct_of_current, ts=now))
-            proposed.add(_stage_name(action.stage))
-    moved = current.with_changes(stage=after.stage, peak_price=after.best_price, ladder_stop=after.stop,
-                                 proposed=frozenset(proposed))
+    moved = _follow(position, current, mark, params)
     moved, stop_plan = _stop_update(position, moved, now, params)
-    if stop_plan is not None:
-        out.append(stop_plan)
     if moved != current:
         moved = moved.with_changes(updated_at=now)
-    return Outcome(moved, out, kill)
+    return Outcome(moved, [stop_plan] if stop_plan is not None else [], kill)
 
 
-def _closing(state: ExitState, reason: ExitReason, now: int) -> ExitState:
-    return state.with_changes(closing=reason.value, closing_at=now, close_attempts=state.close_attempts + 1,
-                              updated_at=now)
+def stop_in_force(position: PositionRecord, state: ExitState) -> Decimal:
+    """The software stop, or the position's own when that is tighter (rounded to the tick, moved by an
+    operator): crossing it closes the position."""
+    if position.stop_loss is None:
+        return state.ladder_stop
+    return tighten(position.side, state.ladder_stop, position.stop_loss)
+
+
+def stop_reason(position: PositionRecord, state: ExitState, stop: Decimal, params: ExitParams) -> ExitReason:
+    """Why the stop in force sits where it does, as apply_layer books the fill of the exchange's stop:
+    ``stop_loss`` before TP1; after it ``breakeven`` while it sits at break-even, else ``trailing_stop``."""
+    if state.stage == 0:
+        return ExitReason.STOP_LOSS
+    if stop != state.ladder_stop and position.stop_reason in _STOP_REASONS_AFTER_TP1:
+        # the position's own stop is the tighter one (rounded to the tick): the reason it was placed for
+        return ExitReason(position.stop_reason)
+    if stop == breakeven_price(position.side, position.entry_price, params.levels.fee_rate):
+        return ExitReason.BREAKEVEN
+    return ExitReason.TRAILING_STOP
+
+
+_STOP_REASONS_AFTER_TP1 = frozenset({ExitReason.BREAKEVEN.value, ExitReason.TRAILING_STOP.value})
+
+
+def _follow(position: PositionRecord, state: ExitState, mark: Decimal, params: ExitParams) -> ExitState:
+    """The best mark remembered; after TP1 the software stop trails it at ``trailing_callback_pct``
+    (before TP1 the leverage-aware stop holds)."""
+    side = position.side
+    best = best_price(side, state.peak_price, mark)
+    stop = state.ladder_stop
+    if state.stage >= 1:
+        stop = tighten(side, stop, trailing_stop(side, best, params.levels.trailing_callback_pct))
+    return state.with_changes(peak_price=best, ladder_stop=stop)
+
+
+def _retry(position: PositionRecord, state: ExitState, now: int, kill: KillScore | None,
+           params: ExitParams) -> Outcome:
+    """A full close is in flight: nothing more until ``close_retry_ms`` after it was proposed; a position
+    still open then did not get it (an outage past its retries, a rejection), and the same close is
+    proposed again under a new attempt id — an exit is never dropped because its first plan failed, nor
+    because its trigger has passed since (a kill-score retry carries the score as it is now)."""
+    reason = _reason(state.closing)
+    if now - state.closing_at < params.close_retry_ms:
+        return Outcome(state, [], kill)
+    if reason is ExitReason.KILL_SCORE and kill is None:
+        return Outcome(state, [], kill)  # a kill-score close carries the score: it waits for a market state
+    return _close(position, state, reason, now, kill)
+
+
+def _close(position: PositionRecord, state: ExitState, reason: ExitReason, now: int,
+           kill: KillScore | None) -> Outcome:
+    """A ``FULL_CLOSE_PROPOSED`` for ``reason``, its attempt counted; the state remembers the close in flight."""
+    # attempt 0 of harvest_tp3 is the TP3 harvest itself: a full close repeating it must not reuse its id
+    attempt = max(state.close_attempts, 1 if reason is ExitReason.HARVEST_TP3 else 0)
+    plan = plans.full_close(position.symbol, position.plan_id, reason, state.stage, ts=now, attempt=attempt,
+                            kill=kill if reason is ExitReason.KILL_SCORE else None)
+    closing = state.with_changes(closing=reason.value, closing_at=now, close_attempts=attempt + 1, updated_at=now)
+    return Outcome(closing, [plan], kill)
+
+
+def _reason(closing: str) -> ExitReason:
+    """The reason of the close in flight (a hash written by hand may hold anything: a stop-loss then)."""
+    try:
+        return ExitReason(closing)
+    except ValueError:
+        return ExitReason.STOP_LOSS
 
 
 def _stop_update(position: PositionRecord, state: ExitState, now: int,
                  params: ExitParams, trace_id: str | None = None) -> tuple[ExitState, ApplyPlan | None]:
     """An ``UPDATE_STOP`` when the software stop is tighter, by at least the minimum step, than the
-    tighter of the stop last asked for and the one the position holds. A stop never loosens, and
-    there is none to move once TP3 closed everything."""
-    if state.stage >= 3:
-        return state, None  # TP3 closes what is left: no stop to move
+    tighter of the stop last asked for and the one the position holds. A stop never loosens; after TP3
+    a position still open keeps its stop moving like any other."""
     side = position.side
     held = state.stop_loss
     if position.stop_loss is not None:
@@ -244,9 +293,11 @@ def _stage_name(stage: int) -> str:
 def on_proposal(proposal: HarvestProposal, position: PositionRecord | None, state: ExitState | None,
                 market: MarketState | None, now: int, params: ExitParams) -> Outcome:
     """A ``harvest.proposal`` turned into the harvest plans of the stages it reaches that were not
-    proposed yet (a gap gives each missing stage in order), with the stop moved as the ladder would.
-    A proposal for another position, a stop-only stage (exitbrain trails itself), a stage done, or a
-    position being closed is ignored, and says why."""
+    proposed yet (a gap gives each missing stage in order), with the stop moved as the stage requires
+    (break-even after TP1, the trailing stop from the best price). A proposal for another position, a
+    stop-only stage (exitbrain trails itself), a stage done, or a position being closed is ignored, and
+    says why. The TP3 harvest is remembered: a position still open ``close_retry_ms`` later is closed in
+    full by :func:`evaluate`."""
     if position is None:
         return Outcome(state or _placeholder(proposal), ignored="no_position")
     current = current_state(position, state, market, params, now)
@@ -269,12 +320,13 @@ def on_proposal(proposal: HarvestProposal, position: PositionRecord | None, stat
                                  trace_id=proposal.trace_id, ts=now))
         proposed.add(_stage_name(stage))
     side = position.side
-    best = proposal.trigger_price
-    best = max(current.peak_price, best) if side.sign > 0 else min(current.peak_price, best)
+    best = best_price(side, current.peak_price, proposal.trigger_price)
     stop = tighten(side, current.ladder_stop, breakeven_price(side, position.entry_price, params.levels.fee_rate))
     stop = tighten(side, stop, trailing_stop(side, best, params.levels.trailing_callback_pct))
     moved = current.with_changes(stage=target, peak_price=best, ladder_stop=stop, proposed=frozenset(proposed),
                                  updated_at=now)
+    if target == 3:
+        moved = moved.with_changes(tp3_proposed_at=now)
     moved, stop_plan = _stop_update(position, moved, now, params, trace_id=proposal.trace_id)
     if stop_plan is not None:
         out.append(stop_plan)

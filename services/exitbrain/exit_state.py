@@ -1,10 +1,12 @@
 """exitbrain's memory of one position: the hash ``quantum:exit:state:{symbol}`` (DESIGN §4).
 
-It holds what the pure decisions need between two marks: the ladder (stage reached, best price, the
-stop in force in software), the stop exitbrain last asked the exchange for, the market state at entry
-(for the kill score), the position's base stop and target (so the levels do not drift once its stop
-moves), and what has been proposed already (one plan per position and stage). It is started afresh
-when the position's ``plan_id`` changes, and written in the same commit as the plans it explains.
+It holds what the pure decisions need between two marks: the ladder as harvest proposals moved it
+(stage reached) and as marks moved it (best price, the stop in force in software), the stop exitbrain
+last asked the exchange for, the market state at entry (for the kill score), the position's base stop
+and target (so the levels do not drift once its stop moves), what has been proposed already (one plan
+per position and stage) and the close in flight (to retry it). It is started afresh when the
+position's ``plan_id`` changes, and written in the same commit as the plans it explains. A hash written
+by an older exitbrain still loads: a field it lacks takes its default.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ class ExitState:
     #: outage past its retries, a rejection — is proposed again after ``exit.close_retry_s``)
     closing_at: int = 0
     close_attempts: int = 0
+    #: when the TP3 harvest (all that is open) was proposed (0 while not): a position still open
+    #: ``exit.close_retry_s`` later is closed in full
+    tp3_proposed_at: int = 0
     updated_at: int = 0
 
     @property
@@ -69,6 +74,7 @@ class ExitState:
             "closing": self.closing,
             "closing_at": str(self.closing_at),
             "close_attempts": str(self.close_attempts),
+            "tp3_proposed_at": str(self.tp3_proposed_at),
             "updated_at": str(self.updated_at),
         }
 
@@ -78,6 +84,13 @@ class ExitState:
         if not fields:
             return None
         try:
+            proposed = frozenset(s for s in fields.get("proposed", "").split(",") if s)
+            updated_at = int(fields.get("updated_at") or 0)
+            tp3_proposed_at = int(fields.get("tp3_proposed_at") or 0)
+            if "tp3_proposed_at" not in fields and "TP3" in proposed:
+                # a hash written before the TP3 harvest was timed (a position the old exitbrain left at
+                # stage 3): its last change is when TP3 was proposed at the latest
+                tp3_proposed_at = updated_at
             return cls(
                 position_plan_id=fields["position_plan_id"],
                 stage=int(fields["stage"]),
@@ -88,12 +101,13 @@ class ExitState:
                 base_tp=float(fields["base_tp"]),
                 sigma_at_entry=_optional_float(fields.get("sigma_at_entry")),
                 ts_strength_at_entry=_optional_float(fields.get("ts_strength_at_entry")),
-                proposed=frozenset(s for s in fields.get("proposed", "").split(",") if s),
+                proposed=proposed,
                 regime_armed=fields.get("regime_armed") == "true",
                 closing=fields.get("closing", ""),
                 closing_at=int(fields.get("closing_at") or 0),
                 close_attempts=int(fields.get("close_attempts") or 0),
-                updated_at=int(fields.get("updated_at") or 0),
+                tp3_proposed_at=tp3_proposed_at,
+                updated_at=updated_at,
             )
         except (KeyError, ValueError, ArithmeticError):
             return None

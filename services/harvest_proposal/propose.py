@@ -2,9 +2,10 @@
 
 The position's adaptive take-profit ladder (DESIGN §7, from its own stop and target and its leverage)
 is walked mark by mark; each stage reached gives one proposal — stage, trigger price, the share of what
-is open to close, the stop after it and the R multiple at the mark. Proposals, not orders: exitbrain
-decides, once per stage. The ladder lives in memory; after a restart a stage may be proposed again,
-which exitbrain ignores.
+is open to close, the stop after it and the R multiple at the mark. harvest_proposal owns the take-profit
+ladder (exitbrain does not walk it); proposals, not orders: exitbrain turns each stage into its plans
+once, and keeps the stop, the trailing and the other risk exits to itself. The ladder lives in memory;
+after a restart a stage may be proposed again, which exitbrain ignores.
 """
 
 from __future__ import annotations

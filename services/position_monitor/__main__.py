@@ -31,6 +31,7 @@ async def setup(ctx: ServiceContext) -> None:
     ctx.on_close(exchange.close)
     activity = Activity(monitor.recent_results)
     reconciler = Reconciler(ctx.redis, exchange, monitor)
+    await reconciler.load_known()
     last_snapshot: dict[str, int] = {}
 
     async def snapshot() -> None:

@@ -11,14 +11,25 @@ from decimal import Decimal
 import structlog
 from redis.asyncio import Redis
 
+from common import keys
 from common.backoff import pause
 from common.bus import Effects, commit
 from common.config import MonitorSettings
-from common.contracts import Action, AlertEvent, ApplyPlan, ExitReason, ReconcileEvent, new_trace_id, now_ms
+from common.contracts import (
+    Action,
+    AlertEvent,
+    ApplyPlan,
+    ExitReason,
+    ReconcileEvent,
+    ReconcileKind,
+    new_trace_id,
+    now_ms,
+)
 from common.exchange.base import Exchange
 from common.ids import hex16
 from common.logging import bound
 from common.positions import PositionRecord, all_positions
+from common.redis_client import hgetall
 from common.streams import Service, Stream
 from services.position_monitor.metrics import METRICS
 from services.position_monitor.reconcile import Drift, changes, confirmed, find_drift, operator_hint, resolve
@@ -63,6 +74,18 @@ class Reconciler:
         theirs = {s: p.position_amt for s, p in (await self.exchange.positions()).items() if p.position_amt != 0}
         return records, {s: p.signed_qty for s, p in records.items()}, theirs
 
+    async def load_known(self) -> None:
+        """The drifts still open from before a restart (their keys), so that one resolved meanwhile is
+        reported RESOLVED and its key deleted — never left blocking entries."""
+        async for key in self.redis.scan_iter(match=keys.reconcile_drift("*"), count=500):
+            symbol = keys.symbol_of_drift(str(key))
+            fields = await hgetall(self.redis, str(key))
+            try:
+                self.known[symbol or ""] = Drift(symbol or "", ReconcileKind(fields["kind"]),
+                                                 Decimal(fields["redis_qty"]), Decimal(fields["exchange_qty"]))
+            except (KeyError, ValueError, ArithmeticError):
+                log.warning("drift_key_unreadable", key=str(key))
+
     async def run_once(self, stop: asyncio.Event | None = None) -> ReconcileReport:
         records, ours, theirs = await self._read()
         first = find_drift(ours, theirs)
@@ -92,6 +115,12 @@ class Reconciler:
             source=Service.POSITION_MONITOR, trace_id=trace_id, symbol=drift.symbol, kind=drift.kind,
             redis_qty=drift.redis_qty, exchange_qty=drift.exchange_qty, action_taken=remedy.action_taken))
         resolved = drift.kind.value == "RESOLVED"
+        if resolved:
+            effects.delete(keys.reconcile_drift(drift.symbol))
+        else:  # entries on the symbol are blocked while this key exists (apply_layer reads it)
+            effects.hset(keys.reconcile_drift(drift.symbol), {
+                "kind": drift.kind.value, "redis_qty": str(drift.redis_qty), "exchange_qty": str(drift.exchange_qty),
+                "since": str(now_ms())})
         effects.publish(Stream.ALERTS, AlertEvent(
             source=Service.POSITION_MONITOR, trace_id=trace_id,
             kind="RECONCILE_RESOLVED" if resolved else "RECONCILE_DRIFT",

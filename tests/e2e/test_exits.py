@@ -67,10 +67,14 @@ def test_positions_close_by_stop_ladder_trailing_and_kill_score(redis_url: str, 
 
         # stop-loss: BTC falls through its 2 % stop (49000.x)
         set_price(client, "BTCUSDT", "48900")
-        # the ladder: ETH through TP1 (+3.58 %), then through the exchange-side take-profit (+4 %)
+        # the ladder: ETH through TP1 (+3.56 %: 30 % of it), TP2 (+5.36 %: 3/7 of what is left), then TP3
+        # (+7.46 %), where both the ladder's last harvest and the exchange-side take-profit (the guard for
+        # a dead fleet, at TP3 only) close the rest — whichever the market reaches first
         set_price(client, "ETHUSDT", "3110")
         poll_sync(lambda: _reduced(client, "ETHUSDT", D("0.070")), timeout_s=30)
-        set_price(client, "ETHUSDT", "3125")
+        set_price(client, "ETHUSDT", "3170")
+        poll_sync(lambda: _reduced(client, "ETHUSDT", D("0.040")), timeout_s=30)
+        set_price(client, "ETHUSDT", "3240")
         # trailing: SOL through TP1, the stop trails the peak, then a 1 % dip takes it
         set_price(client, "SOLUSDT", "155.60")
         poll_sync(lambda: _reduced(client, "SOLUSDT", D("3")), timeout_s=30)
@@ -83,8 +87,9 @@ def test_positions_close_by_stop_ladder_trailing_and_kill_score(redis_url: str, 
 
         poll_sync(lambda: set(closed(client)) == set(BOOK), timeout_s=60)
         trades = closed(client)
-        assert {s: t.exit_reason for s, t in trades.items()} == {
-            "BTCUSDT": "stop_loss", "ETHUSDT": "take_profit", "SOLUSDT": "trailing_stop", "XRPUSDT": "kill_score"}
+        reasons = {s: t.exit_reason for s, t in trades.items()}
+        assert reasons.pop("ETHUSDT") in ("harvest_tp3", "take_profit")
+        assert reasons == {"BTCUSDT": "stop_loss", "SOLUSDT": "trailing_stop", "XRPUSDT": "kill_score"}
         fills = [decode(ExecutionResult, f) for _, f in client.xrange(keys.stream(Stream.EXECUTION_RESULT))]
         for symbol, trade in trades.items():
             mine = [f for f in fills if f.symbol == symbol]
@@ -99,7 +104,7 @@ def test_positions_close_by_stop_ladder_trailing_and_kill_score(redis_url: str, 
             ledger = client.hgetall(keys.position_ledger(symbol))
             assert D(ledger["realized_pnl"]) == trade.realized_pnl and ledger["trades"] == "1"
             assert position(client, symbol) is None
-        assert "harvest_tp1" in {f.reason.value for f in fills if f.symbol == "ETHUSDT" and f.reason}
+        assert {"harvest_tp1", "harvest_tp2"} <= {f.reason.value for f in fills if f.symbol == "ETHUSDT" and f.reason}
         assert "harvest_tp1" in {f.reason.value for f in fills if f.symbol == "SOLUSDT" and f.reason}
         total = sum((t.pnl_net for t in trades.values()), D(0))
         pnl = httpx.get(f"http://127.0.0.1:{port}/pnl", timeout=5).json()

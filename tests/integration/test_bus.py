@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from common import keys, streams
 from common.bus import Consumer, Delivery, Effects, publish
+from common.bus.consumer import Handler
 from common.bus.metrics import BusMetrics
 from common.config import Settings
 from common.contracts import ApplyPlan, DeadLetter, TradeIntent, decode
@@ -49,6 +50,24 @@ def bridge_handler(calls: list[str] | None = None) -> Callable[[Delivery], Any]:
         return Effects().publish(Stream.APPLY_PLAN, entry_plan(delivery.message))
 
     return handle
+
+
+async def die_holding(make: Callable[[Handler], Consumer]) -> None:
+    """Run the consumer ``make`` builds around a handler that never returns, until it holds what it read;
+    then kill it (its entries stay pending under its name)."""
+    held = asyncio.Event()
+
+    async def hang(delivery: Delivery) -> Effects:
+        held.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    dead = make(hang)
+    await dead.setup()
+    task = asyncio.create_task(dead.run(asyncio.Event()))
+    await asyncio.wait_for(held.wait(), 10)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def make_consumer(redis: Redis, settings: Settings, handler: Any, name: str = "intent_bridge@test") -> Consumer:
@@ -145,19 +164,7 @@ def test_second_consumer_claims_dead_consumers_idle_entries(make_redis: RedisFac
     async def scenario() -> None:
         redis = make_redis()
         await publish_intents(redis, 4)
-        held = asyncio.Event()
-
-        async def hang(delivery: Delivery) -> Effects:
-            held.set()
-            await asyncio.Event().wait()
-            raise AssertionError("unreachable")
-
-        dead = make_consumer(redis, settings, hang, name="intent_bridge@hostA")
-        await dead.setup()
-        task = asyncio.create_task(dead.run(asyncio.Event()))
-        await asyncio.wait_for(held.wait(), 10)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await die_holding(lambda hang: make_consumer(redis, settings, hang, name="intent_bridge@hostA"))
 
         async with running(make_consumer(redis, settings, bridge_handler(), name="intent_bridge@hostB")):
             await poll(lambda: _count(redis, Stream.APPLY_PLAN, 4))

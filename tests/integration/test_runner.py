@@ -114,3 +114,29 @@ def test_a_hung_loop_withholds_the_watchdog(redis_url: str, tmp_path: Path) -> N
     finally:
         proc.kill()
         sock.close()
+
+
+def test_a_second_instance_under_the_same_name_refuses_to_start(redis_url: str, tmp_path: Path) -> None:
+    """Two instances of one service on one host under one name would share a consumer name and a
+    heartbeat: the second refuses to start — one line naming QT_INSTANCE, exit 78 — and the first's
+    heartbeat is untouched (a differently named instance starts fine)."""
+    env = {"REDIS_URL": redis_url, "QT_BUS__BLOCK_MS": "100"}
+    first = Proc(["-m", "tests.integration.bus_worker", "hop1"], env, tmp_path / "first.log").start()
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    key = keys.heartbeat(Service.INTENT_BRIDGE, socket.gethostname())
+    try:
+        from tests.helpers import poll_sync
+
+        poll_sync(lambda: "service_ready" in first.log())
+        second = Proc(["-m", "tests.integration.bus_worker", "hop1"], env, tmp_path / "second.log").start()
+        assert second.popen is not None and second.popen.wait(30) == 78
+        assert "QT_INSTANCE" in second.log() and "configuration error" in second.log()
+        assert first.alive
+        assert json.loads(client.get(key) or "{}")["pid"] == (first.popen.pid if first.popen else None)
+        third = Proc(["-m", "tests.integration.bus_worker", "hop1"], {**env, "QT_INSTANCE": "2"},
+                     tmp_path / "third.log").start()
+        poll_sync(lambda: "service_ready" in third.log())
+        assert third.terminate() == 0
+        assert client.exists(key) == 1
+    finally:
+        first.kill()

@@ -176,15 +176,12 @@ def create_app(fake: FakeBinance) -> FastAPI:
         endpoint.__name__ = f"{methods[0].lower()}_{path.strip('/').replace('/', '_')}"
         app.add_api_route(path, endpoint, methods=methods)
 
-    # market data
+    # market data (each handler names its Binance page; these two are one-liners:
+    # https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api/Test-Connectivity
+    # https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api/Check-Server-Time)
     route("/fapi/v1/ping", ["GET"], lambda p: {}, Security.NONE)
     route("/fapi/v1/time", ["GET"], lambda p: {"serverTime": fake.now_ms()}, Security.NONE)
-    route(
-        "/fapi/v1/exchangeInfo",
-        ["GET"],
-        lambda p: {**fake.exchange_info, "serverTime": fake.now_ms()},
-        Security.NONE,
-    )
+    route("/fapi/v1/exchangeInfo", ["GET"], fake.exchange_information, Security.NONE)
     route("/fapi/v1/premiumIndex", ["GET"], fake.premium_index, Security.NONE)
     route("/fapi/v1/klines", ["GET"], fake.klines_for, Security.NONE)
     # orders
@@ -196,6 +193,7 @@ def create_app(fake: FakeBinance) -> FastAPI:
     route("/fapi/v1/algoOrder", ["GET"], fake.get_algo)
     route("/fapi/v1/algoOrder", ["DELETE"], fake.cancel_algo)
     route("/fapi/v1/openAlgoOrders", ["GET"], fake.open_algos)
+    route("/fapi/v1/allAlgoOrders", ["GET"], fake.all_algos)
     # account
     route("/fapi/v3/positionRisk", ["GET"], fake.position_risk)
     route("/fapi/v1/symbolConfig", ["GET"], fake.symbol_config)
@@ -203,7 +201,10 @@ def create_app(fake: FakeBinance) -> FastAPI:
     route("/fapi/v3/balance", ["GET"], fake.balances)
     route("/fapi/v2/balance", ["GET"], fake.balances)
     route("/fapi/v1/userTrades", ["GET"], fake.user_trades)
-    # user data stream
+    route("/fapi/v1/leverageBracket", ["GET"], fake.leverage_bracket)
+    route("/fapi/v1/positionSide/dual", ["GET"], fake.get_position_mode)
+    route("/fapi/v1/positionSide/dual", ["POST"], fake.change_position_mode)
+    # user data stream (user_stream.py)
     route("/fapi/v1/listenKey", ["POST"], lambda p: fake.new_listen_key(), Security.USER_STREAM)
     route("/fapi/v1/listenKey", ["PUT"], fake.keepalive_listen_key, Security.USER_STREAM)
     route("/fapi/v1/listenKey", ["DELETE"], fake.close_listen_key, Security.USER_STREAM)
@@ -256,6 +257,21 @@ def create_app(fake: FakeBinance) -> FastAPI:
         spec = await request.json()
         order = fake.liquidate(spec["symbol"], Decimal(str(spec["price"])) if spec.get("price") else None)
         return JSONResponse(json.loads(json.dumps(order, default=_decimal_default)))
+
+    @app.post("/_fake/algo")
+    async def algo_end(request: Request) -> JSONResponse:
+        """``{"client_algo_id", "end": "REJECTED"|"EXPIRED", "reason"}``: the exchange ends an algo order."""
+        spec = await request.json()
+        if spec["end"] == "REJECTED":
+            algo = fake.reject_algo(spec["client_algo_id"], spec.get("reason") or "Margin is insufficient.")
+        else:
+            algo = fake.expire_algo(spec["client_algo_id"], spec.get("reason") or "")
+        return JSONResponse(json.loads(json.dumps(algo, default=_decimal_default)))
+
+    @app.post("/_fake/position_mode")
+    async def position_mode(request: Request) -> JSONResponse:
+        fake.set_position_mode(dual=bool((await request.json())["dual"]))
+        return JSONResponse({})
 
     @app.post("/_fake/ws")
     async def ws_switch(request: Request) -> JSONResponse:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
@@ -23,6 +23,8 @@ from common.contracts import (
     decode,
     now_ms,
 )
+from common.exchange.base import Exchange
+from common.exchange.errors import ExchangeError
 from common.exchange.paper import PaperExchange
 from common.exchange.placement import RetryPolicy
 from common.ids import hex16 as hid
@@ -31,7 +33,7 @@ from common.positions import PositionRecord, read_position
 from common.streams import Service, Stream
 from services.apply_layer.__main__ import lane
 from services.apply_layer.executor import Executor
-from services.apply_layer.fills import FillRouter
+from services.apply_layer.settle import settle_round
 from tests.helpers import poll
 
 D = Decimal
@@ -69,16 +71,19 @@ def update_stop(name: str, position_plan_id: str, stop: str, symbol: str = "BTCU
 
 
 class Harness:
-    def __init__(self, redis_url: str, **apply: Any) -> None:
-        self.settings = load_settings(redis_url=redis_url, bus=FAST_BUS,
-                                      apply=ApplySettings(**{"reconcile_interval_s": 3600, **apply}))
+    def __init__(self, redis_url: str, wrap: Callable[[PaperExchange], Exchange] | None = None,
+                 bus: BusSettings = FAST_BUS, **apply: Any) -> None:
+        self.settings = load_settings(redis_url=redis_url, bus=bus,
+                                      apply=ApplySettings(**{"settle_interval_s": 3600, **apply}))
         self.redis = Redis.from_url(redis_url, decode_responses=True)
         self.paper = PaperExchange.from_settings(self.redis, self.settings, poll_interval_s=0.05)
-        self.executor = Executor(self.redis, self.paper, self.settings, RetryPolicy(2, 10, 50))
-        self.router = FillRouter(self.redis, self.paper, self.settings, self.executor.locks)
+        self.exchange = wrap(self.paper) if wrap is not None else self.paper
+        self.executor = Executor(self.redis, self.exchange, self.settings, RetryPolicy(2, 10, 50))
+        self.router = self.executor.router
         self.consumer = Consumer(self.redis, streams.get(Stream.APPLY_PLAN), Service.APPLY_LAYER,
                                  "apply_layer@test", self.executor.handle, self.settings.bus, lane=lane,
-                                 guard=self.executor.guard, metrics=BusMetrics(CollectorRegistry()))
+                                 guard=self.executor.guard, metrics=BusMetrics(CollectorRegistry()),
+                                 transient=self.executor.TRANSIENT, on_dead_letter=self.executor.dead_lettered)
 
     async def set_price(self, symbol: str, price: str) -> None:
         await self.redis.hset(keys.market_price(symbol), mapping=price_mapping(D(price), D(price), now_ms()))
@@ -113,21 +118,38 @@ class Harness:
 
 
 @asynccontextmanager
-async def running(redis_url: str, prices: dict[str, str] | None = None, **apply: Any) -> AsyncIterator[Harness]:
-    """A harness with the consumer and the exchange-event loop running."""
-    h = Harness(redis_url, **apply)
+async def running(redis_url: str, prices: dict[str, str] | None = None,
+                  wrap: Callable[[PaperExchange], Exchange] | None = None, bus: BusSettings = FAST_BUS,
+                  before: tuple[ApplyPlan, ...] = (), **apply: Any) -> AsyncIterator[Harness]:
+    """A harness with the consumer, the exchange-event loop and the settling round running; ``before``
+    is published before the consumer starts (so that its first read takes them all at once)."""
+    h = Harness(redis_url, wrap, bus, **apply)
     await h.paper.start()
     for symbol, price in (prices or {"BTCUSDT": "50000"}).items():
         await h.set_price(symbol, price)
+    await h.send(*before)
     stop = asyncio.Event()
     await h.consumer.setup()
     consumer = asyncio.create_task(h.consumer.run(stop))
 
     async def events() -> None:
         async for event in h.paper.events():
-            await h.router.on_event(event)
+            await h.router.accept(event)
 
-    event_task = asyncio.create_task(events())
+    async def booking() -> None:
+        while True:
+            await h.router.book_waiting(timeout_s=0.2)
+
+    async def settling() -> None:  # the service's settling round, at the configured interval
+        while True:
+            await asyncio.sleep(h.settings.apply.settle_interval_s)
+            try:
+                await settle_round(h.executor)
+            except ExchangeError:
+                pass
+
+    event_task = asyncio.gather(asyncio.create_task(events()), asyncio.create_task(booking()),
+                                asyncio.create_task(settling()))
     try:
         yield h
     finally:

@@ -106,7 +106,7 @@ def test_entry_gates(redis_url: str, case: str, expected: str) -> None:
             elif case == "leverage":
                 plan = entry(case, leverage=25)
             elif case == "drift":
-                await h.redis.set(keys.apply_blocked("BTCUSDT"), "QTY_MISMATCH")
+                await h.redis.hset(keys.reconcile_drift("BTCUSDT"), mapping={"kind": "QTY_MISMATCH"})
             policy = Policy(allowlist=allow, limits=limits)
             await h.redis.hset(keys.policy_current(), mapping=policy.to_hash())
             await h.send(plan)

@@ -1,6 +1,7 @@
-"""exitbrain (a real process) against apply_layer in-process on the paper exchange: positions opened by
-entry plans are closed by the kill score, reduced by a harvest stage, and their stop moved by the trailing
-stop — on the exchange too — until the trailing stop closes them."""
+"""exitbrain and harvest_proposal (real processes) against apply_layer in-process on the paper exchange:
+positions opened by entry plans are closed by the kill score, reduced by a harvest stage that
+harvest_proposal proposes and exitbrain plans, and their stop moved by the trailing stop — on the exchange
+too — until the trailing stop closes them."""
 
 from __future__ import annotations
 
@@ -64,9 +65,11 @@ def test_a_position_is_closed_by_the_kill_score(redis_url: str, tmp_path: Path) 
 
 def test_a_position_is_harvested_trailed_and_closed_by_its_trailing_stop(redis_url: str, tmp_path: Path) -> None:
     """Entry 0.05 BTC at 50010 (stop 48500, target 53000, 10×). exitbrain moves the stop to the 2 %
-    leverage-aware level (49009.8); at TP1 (≈52684) it harvests 30 % (0.015) and trails the stop to
-    0.8 % under the best price; a new high of 52900 trails it to 52476.8 — on the exchange as well; the mark
-    falling through it closes the rest with reason trailing_stop."""
+    leverage-aware level (49009.8); the mark rises to 52700, past TP1 (≈52684), and exitbrain alone
+    harvests nothing; harvest_proposal (started then) proposes TP1, which exitbrain turns into a 30 %
+    harvest (0.015) and a stop trailed to 0.8 % under the best price; a new high of 52900 trails it to
+    52476.8 — on the exchange as well; the mark falling through it closes the rest with reason
+    trailing_stop."""
 
     async def scenario() -> None:
         async with running(redis_url) as h:
@@ -83,41 +86,50 @@ def test_a_position_is_harvested_trailed_and_closed_by_its_trailing_stop(redis_u
                 assert D("52683") < prices.tp1 < D("52700") < D("52900") < D("53000") < prices.tp2
 
                 await h.set_price("BTCUSDT", "52700")
-                harvest = await executed(h, ExitReason.HARVEST_TP1, Action.PARTIAL_CLOSE_PROPOSED)
-                assert harvest.close_pct == 30.0
-                first_trail = await executed(h, ExitReason.TRAILING_STOP, Action.UPDATE_STOP)
-                assert first_trail.new_stop_loss == D("52278.4")  # 52700 · 0.992
 
-                async def reduced_and_trailed() -> bool:
-                    p = await h.position()
-                    return p is not None and p.quantity == D("0.035") and p.stop_loss == D("52278.4")
+                async def peak_seen() -> bool:
+                    return await h.redis.hget(keys.exit_state("BTCUSDT"), "peak_price") == "52700"
 
-                await poll(reduced_and_trailed)
+                # exitbrain has seen the mark past TP1 (its trailing anchor) and harvested nothing itself
+                await poll(peak_seen)
+                assert [p.action for p in await plans(h)] == [Action.ENTRY_PROPOSED, Action.UPDATE_STOP]
+                with service("harvest_proposal", redis_url, tmp_path):
+                    harvest = await executed(h, ExitReason.HARVEST_TP1, Action.PARTIAL_CLOSE_PROPOSED)
+                    assert harvest.close_pct == 30.0
+                    first_trail = await executed(h, ExitReason.TRAILING_STOP, Action.UPDATE_STOP)
+                    assert first_trail.new_stop_loss == D("52278.4")  # 52700 · 0.992
 
-                await h.set_price("BTCUSDT", "52900")
+                    async def reduced_and_trailed() -> bool:
+                        p = await h.position()
+                        return p is not None and p.quantity == D("0.035") and p.stop_loss == D("52278.4")
 
-                async def trailed_again() -> bool:
-                    p = await h.position()
-                    return p is not None and p.stop_loss == D("52476.8")  # 52900 · 0.992
+                    await poll(reduced_and_trailed)
 
-                await poll(trailed_again)
-                position = await h.position()
-                assert position is not None and position.stop_reason == "trailing_stop"
-                stop = await h.paper.get_conditional("BTCUSDT", position.sl_order_id)
-                assert (stop.status, stop.trigger_price) == (ConditionalStatus.NEW, D("52476.8"))
-                trails = [p for p in await plans(h) if p.action is Action.UPDATE_STOP]
-                assert [p.new_stop_loss for p in trails] == [D("49009.8"), D("52278.4"), D("52476.8")]
+                    await h.set_price("BTCUSDT", "52900")
 
-                await h.set_price("BTCUSDT", "52400")
+                    async def trailed_again() -> bool:
+                        p = await h.position()
+                        return p is not None and p.stop_loss == D("52476.8")  # 52900 · 0.992
 
-                async def closed() -> bool:
-                    return await h.position() is None
+                    await poll(trailed_again)
+                    position = await h.position()
+                    assert position is not None and position.stop_reason == "trailing_stop"
+                    stop = await h.paper.get_conditional("BTCUSDT", position.sl_order_id)
+                    assert (stop.status, stop.trigger_price) == (ConditionalStatus.NEW, D("52476.8"))
+                    trails = [p for p in await plans(h) if p.action is Action.UPDATE_STOP]
+                    assert [p.new_stop_loss for p in trails] == [D("49009.8"), D("52278.4"), D("52476.8")]
 
-                await poll(closed)
+                    await h.set_price("BTCUSDT", "52400")
+
+                    async def closed() -> bool:
+                        return await h.position() is None
+
+                    await poll(closed)
                 fills = await h.fills()
                 assert sum(f.qty for f in fills if f.kind is not FillKind.ENTRY) == D("0.05")
                 assert fills[-1].reason is ExitReason.TRAILING_STOP and fills[-1].position_after == 0
                 harvests = [p for p in await plans(h) if p.action is Action.PARTIAL_CLOSE_PROPOSED]
                 assert [p.reason for p in harvests] == [ExitReason.HARVEST_TP1]
+                assert harvests[0].trace_id != harvests[0].plan_id  # it came from a proposal, with its trace
 
     run(scenario(), timeout_s=90)

@@ -148,15 +148,18 @@ def test_a_tick_through_the_stop_closes_in_software(redis_url: str, r: Any, tmp_
 
 def test_repeated_harvest_proposals_give_one_plan(redis_url: str, r: Any, tmp_path: Path) -> None:
     """harvest.proposal TP1 (trigger 51600) published three times (and once for another position) while the
-    mark (51650) is below exitbrain's own TP1 (51788): one PARTIAL_CLOSE_PROPOSED harvest_tp1 of 30 %
-    carrying the proposal's trace id; every proposal is acknowledged by the group exitbrain."""
+    mark (52800) is past the position's TP1 (51788) and TP2 (52694): the marks harvest nothing (the ladder is
+    harvest_proposal's), the proposal gives one PARTIAL_CLOSE_PROPOSED harvest_tp1 of 30 % carrying its
+    trace id; every proposal is acknowledged by the group exitbrain."""
     seed_position(r, stop="49000")
-    set_price(r, "51650")
+    set_price(r, "52800")
     proposal = HarvestProposal(source=Service.HARVEST_PROPOSAL, trace_id=hex16("proposal"), symbol="BTCUSDT",
                                position_plan_id=PLAN, stage=HarvestStage.TP1, trigger_price=D("51600"),
                                close_pct=30.0, new_stop_loss=D("50050"), r_multiple=1.6)
     stranger = proposal.model_copy(update={"position_plan_id": hex16("another")})
     with service("exitbrain", redis_url, tmp_path) as proc:
+        poll_sync(lambda: r.xlen(PNL_KEY) >= 3)  # the mark past TP2 evaluated a few times first
+        assert [p.action for p in plans_in(r.xrange(PLAN_KEY))] == []
         for message in (proposal, stranger, proposal, proposal):
             add(r, PROPOSAL_KEY, encode(message))
 
@@ -166,11 +169,14 @@ def test_repeated_harvest_proposals_give_one_plan(redis_url: str, r: Any, tmp_pa
                 PROPOSAL_KEY, count=1)[0][0]
 
         poll_sync(all_acked)
+        seen = r.xlen(PNL_KEY)
+        poll_sync(lambda: r.xlen(PNL_KEY) >= seen + 2)  # and a few times after
         harvests = [p for p in plans_in(r.xrange(PLAN_KEY)) if p.action is Action.PARTIAL_CLOSE_PROPOSED]
         assert [(p.reason, p.close_pct, p.trace_id) for p in harvests] == [
             (ExitReason.HARVEST_TP1, 30.0, proposal.trace_id)]
         assert harvests[0].plan_id == hex16(f"{PLAN}|harvest_tp1|1")
         assert r.hget(keys.exit_state("BTCUSDT"), "proposed") == "TP1"
+        assert r.hget(keys.exit_state("BTCUSDT"), "stage") == "1"
     ignored = [x["reason"] for x in logged(proc.log(), "proposal_ignored")]
     assert sorted(ignored) == ["not_the_current_position", "stage_done", "stage_done"]
 
@@ -178,8 +184,8 @@ def test_repeated_harvest_proposals_give_one_plan(redis_url: str, r: Any, tmp_pa
 def test_harvest_proposal_proposes_each_stage_and_exitbrain_plans_it_once(redis_url: str, r: Any,
                                                                            tmp_path: Path) -> None:
     """Both processes on ticks only: ticks past TP1 give one TP1 proposal (close 30 %, the R multiple at the
-    mark), ticks past TP2 one TP2 proposal; apply.plan holds one harvest plan per stage even though
-    exitbrain's own ladder and the proposals both reach them."""
+    mark), ticks past TP2 one TP2 proposal; apply.plan holds one harvest plan per stage, each from its
+    proposal (the proposal's trace id): the stages reach exitbrain only through harvest.proposal."""
     position = seed_position(r, stop="49000", tp="51000")
     levels = adaptive_levels(10, 0.02, 0.02)
     prices = level_prices(PositionSide.LONG, position.entry_price, levels)
@@ -210,5 +216,49 @@ def test_harvest_proposal_proposes_each_stage_and_exitbrain_plans_it_once(redis_
         assert (tp1.trigger_price, tp1.close_pct, tp1.position_plan_id) == (prices.tp1, 30.0, PLAN)
         assert tp1.r_multiple == pytest.approx(float((D(above_tp1) - D("50000")) / D("1000")))
         harvests = [p for p in plans_in(r.xrange(PLAN_KEY)) if p.action is Action.PARTIAL_CLOSE_PROPOSED]
-        assert sorted(p.reason.value for p in harvests if p.reason) == ["harvest_tp1", "harvest_tp2"]
+        assert [p.reason for p in harvests] == [ExitReason.HARVEST_TP1, ExitReason.HARVEST_TP2]
         assert all(p.plan_id == hex16(f"{PLAN}|{p.reason}|{n}") for n, p in enumerate(harvests, 1))
+        assert [p.trace_id for p in harvests] == [p.trace_id for p in proposals]
+
+
+def test_a_position_still_open_after_tp3_is_still_managed(redis_url: str, r: Any, tmp_path: Path) -> None:
+    """Fault 7 over Redis: ticks past TP3 make harvest_proposal propose TP1, TP2 and TP3, which exitbrain
+    turns into the three harvests; nobody executes them, so the position stays open. A new high then
+    still trails its stop (UPDATE_STOP trailing_stop at 0.8 % under it), and close_retry_s (2 s) after the
+    TP3 harvest exitbrain closes it in full: FULL_CLOSE_PROPOSED harvest_tp3 under attempt id 1, not the
+    harvest's own."""
+    position = seed_position(r, stop="49000", tp="51000")
+    prices = level_prices(PositionSide.LONG, position.entry_price, adaptive_levels(10, 0.02, 0.02))
+    above_tp3, high = str(prices.tp3 + 1), str((prices.tp3 + 500).quantize(D("1")))
+    retry_env = {"QT_EXIT__CLOSE_RETRY_S": "2"}
+    with service("harvest_proposal", redis_url, tmp_path), service("exitbrain", redis_url, tmp_path, **retry_env):
+        def harvested() -> bool:
+            add(r, TICK_KEY, tick(above_tp3))
+            reasons = [p.reason for p in plans_in(r.xrange(PLAN_KEY))]
+            return ExitReason.HARVEST_TP3 in reasons
+
+        poll_sync(harvested, interval_s=0.05)
+        assert [p.stage for p in proposals_in(r.xrange(PROPOSAL_KEY))] == [
+            HarvestStage.TP1, HarvestStage.TP2, HarvestStage.TP3]
+        trail = D(high) * D("0.992")
+
+        def trailed() -> bool:
+            add(r, TICK_KEY, tick(high))
+            return any(p.action is Action.UPDATE_STOP and p.new_stop_loss == trail
+                       for p in plans_in(r.xrange(PLAN_KEY)))
+
+        poll_sync(trailed, interval_s=0.05)
+        set_price(r, high)  # the periodic evaluation reads the price hash: no more ticks needed
+        poll_sync(lambda: any(p.action is Action.FULL_CLOSE_PROPOSED for p in plans_in(r.xrange(PLAN_KEY))))
+
+        found = plans_in(r.xrange(PLAN_KEY))
+        harvests = [p for p in found if p.action is Action.PARTIAL_CLOSE_PROPOSED]
+        assert [p.reason for p in harvests] == [ExitReason.HARVEST_TP1, ExitReason.HARVEST_TP2,
+                                                ExitReason.HARVEST_TP3]
+        [update] = [p for p in found if p.action is Action.UPDATE_STOP and p.new_stop_loss == trail]
+        assert update.reason is ExitReason.TRAILING_STOP
+        [close] = [p for p in found if p.action is Action.FULL_CLOSE_PROPOSED]
+        assert (close.reason, close.close_pct) == (ExitReason.HARVEST_TP3, 100.0)
+        assert close.plan_id == hex16(f"{PLAN}|harvest_tp3|3|1") != harvests[2].plan_id
+        assert found.index(update) < found.index(close)
+        assert r.hget(keys.exit_state("BTCUSDT"), "closing") == "harvest_tp3"

@@ -1,4 +1,5 @@
-"""BinanceExchange through python-binance itself against the fake Binance USD-M server.
+"""BinanceExchange orders through python-binance itself against the fake Binance USD-M server: the wire,
+auth and clock, error translation, exactly-once placement, the account — and fills booked only complete.
 
 Nothing here mocks python-binance: every request is signed by the library, crosses HTTP, and is
 checked, answered (or failed on purpose) and logged by the fake server.
@@ -6,104 +7,29 @@ checked, answered (or failed on purpose) and logged by the fake server.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
-import httpx
 import pytest
-from binance import AsyncClient
-from binance.exceptions import BinanceAPIException
 from pydantic import SecretStr
 
-from common.config import BinanceSettings
-from common.contracts.enums import FillKind, Side
-from common.exchange.base import ConditionalKind, ConditionalStatus, ExchangeEvent, OrderStatus, client_order_id
-from common.exchange.binance import BinanceExchange, user_stream_url
+from common.contracts.enums import Side
+from common.exchange.base import ConditionalKind, ConditionalStatus, OrderStatus
+from common.exchange.binance import BinanceExchange
 from common.exchange.errors import (
     DuplicateClientOrderId,
     ExchangeError,
+    FillsIncomplete,
     OrderNotFound,
     OrderRejected,
     TemporaryError,
     UnknownOutcome,
 )
-from common.exchange.placement import RetryPolicy, place_conditional_once, place_market_once
-from common.redis_server import free_port
-from tests.fakes.fake_binance import (
-    DEFAULT_API_KEY,
-    DEFAULT_API_SECRET,
-    FakeBinance,
-    FakeBinanceServer,
-)
+from common.exchange.placement import place_conditional_once, place_market_once
+from tests.fakes.fake_binance import FakeBinance, FakeBinanceServer
+from tests.integration.binance.support import ALGO, FAST, ORDER, TRADES, cid, run
 
-T = TypeVar("T")
-ORDER = "/fapi/v1/order"
-ALGO = "/fapi/v1/algoOrder"
-FAST = RetryPolicy(max_retries=5, backoff_initial_ms=10, backoff_max_ms=50)
-
-
-@pytest.fixture
-def server(fake_binance_server: FakeBinanceServer) -> FakeBinanceServer:
-    """The shared module-scoped fake server (tests/fakes/conftest_binance.py)."""
-    return fake_binance_server
-
-
-@pytest.fixture
-def fake(fake_binance: FakeBinance) -> FakeBinance:
-    """The shared fake, emptied before the test."""
-    return fake_binance
-
-
-def settings(server: FakeBinanceServer, **overrides: Any) -> BinanceSettings:
-    values: dict[str, Any] = {
-        "api_key": SecretStr(DEFAULT_API_KEY),
-        "api_secret": SecretStr(DEFAULT_API_SECRET),
-        "base_url": server.base_url,
-        "timeout_s": 0.5,
-        "backoff_initial_ms": 10,
-        "backoff_max_ms": 50,
-        "poll_interval_s": 0.2,
-    }
-    values.update(overrides)
-    return BinanceSettings(**values)
-
-
-def run(server: FakeBinanceServer, body: Callable[[BinanceExchange], Awaitable[T]], **overrides: Any) -> T:
-    """Start an adapter against the fake, run ``body`` with it, close it."""
-
-    async def main() -> T:
-        exchange = BinanceExchange(settings(server, **overrides))
-        await exchange.start()
-        try:
-            return await body(exchange)
-        finally:
-            await exchange.close()
-
-    return asyncio.run(main())
-
-
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.02)
-
-
-async def collect(events: AsyncIterator[ExchangeEvent], into: list[ExchangeEvent]) -> None:
-    async for event in events:
-        into.append(event)
-
-
-def cid(plan: str, suffix: str = "") -> str:
-    return client_order_id(plan.ljust(16, "0")[:16], suffix)
-
+D = Decimal
 
 # --- the wire -------------------------------------------------------------------------------------
 
@@ -231,7 +157,8 @@ def test_old_order_path_refuses_conditional_types(server: FakeBinanceServer, fak
 
 
 def test_wrong_secret_is_rejected_as_1022(server: FakeBinanceServer, fake: FakeBinance) -> None:
-    """A request signed with the wrong secret gets -1022 (HTTP 400), translated to OrderRejected(-1022)."""
+    """A request signed with the wrong secret gets -1022 (HTTP 400), translated to OrderRejected(-1022): the
+    first signed request, the position-mode check at start, already fails and the adapter does not start."""
 
     async def body(ex: BinanceExchange) -> Any:
         return await ex.balance()
@@ -239,8 +166,9 @@ def test_wrong_secret_is_rejected_as_1022(server: FakeBinanceServer, fake: FakeB
     with pytest.raises(OrderRejected) as caught:
         run(server, body, api_secret=SecretStr("not-the-secret"))
     assert caught.value.code == -1022
-    [request] = fake.requests("/fapi/v3/balance")
+    [request] = fake.requests("/fapi/v1/positionSide/dual")
     assert request.status == 400
+    assert fake.requests("/fapi/v3/balance") == []
 
 
 def test_clock_skew_resyncs_and_succeeds(server: FakeBinanceServer, fake: FakeBinance) -> None:
@@ -488,202 +416,86 @@ def test_positions_balance_and_leverage(server: FakeBinanceServer, fake: FakeBin
     assert fake.requests("/fapi/v1/leverage", "POST")[0].params["leverage"] == "7"
 
 
-# --- events -------------------------------------------------------------------------------------------
+# --- item 5: fills are complete before they are booked --------------------------------------------------
 
 
-def test_triggered_stop_arrives_through_the_websocket(server: FakeBinanceServer, fake: FakeBinance) -> None:
-    """With the user data stream up, a stop triggered by the mark price arrives through events() as a
-    STOP fill of qt-<plan>-sl, from ORDER_TRADE_UPDATE (polling is off: poll_interval_s=60)."""
+def test_a_filled_order_waits_for_its_trades_to_appear(server: FakeBinanceServer, fake: FakeBinance) -> None:
+    """FILLED comes back before userTrades shows the trades: the adapter re-reads them (within
+    binance.fills_wait_s) and returns the order with fills adding up to executedQty."""
+    fake.delay_trades(0.3, cid("w1"))
 
-    async def body(ex: BinanceExchange) -> list[ExchangeEvent]:
-        received: list[ExchangeEvent] = []
-        consumer = asyncio.create_task(collect(ex.events(), received))
-        await wait_until(lambda: ex.user_stream_connected)
-        await ex.place_market_order("BTCUSDT", Side.BUY, Decimal("0.01"), cid("p1"), reduce_only=False)
-        await ex.place_conditional("BTCUSDT", ConditionalKind.STOP_MARKET, Side.SELL, Decimal("59000"), cid("p1", "sl"))
-        trades_before = len(fake.requests("/fapi/v1/userTrades"))
-        fake.set_mark_price("BTCUSDT", Decimal("58950"))
-        await wait_until(lambda: len(received) == 1)
-        assert len(fake.requests("/fapi/v1/userTrades")) == trades_before  # not polled
-        await ex.close()
-        await asyncio.wait_for(consumer, 5)
-        return received
+    async def body(ex: BinanceExchange) -> Any:
+        return await ex.place_market_order("BTCUSDT", Side.BUY, D("0.01"), cid("w1"), reduce_only=False)
 
-    [event] = run(server, body, poll_interval_s=60)
-    assert event.kind is FillKind.STOP and event.origin_id == cid("p1", "sl")
-    assert event.fill.qty == Decimal("0.01") and event.fill.price == Decimal("58950")
-    assert event.fill.side is Side.SELL and event.fill.reduce_only
-    assert event.fill.realized_pnl == Decimal("-10.5")
-    assert fake.position_amt("BTCUSDT") == 0
+    result = run(server, body, fills_wait_s=3.0)
+    assert result.status is OrderStatus.FILLED and result.executed_qty == D("0.01")
+    assert sum(f.qty for f in result.fills) == result.executed_qty and result.fee == D("0.3")
+    assert len(fake.requests(TRADES)) >= 2  # the first read came back empty
 
 
-def test_triggered_take_profit_arrives_by_polling_when_the_websocket_is_down(
+def test_trades_still_short_after_the_wait_raise_fills_incomplete(server: FakeBinanceServer, fake: FakeBinance) -> None:
+    """An order filled in two trades, one of which stays invisible: place_market_order and get_order raise
+    FillsIncomplete (an UnknownOutcome: settled later) and never return the one fill they see; placement
+    settles by querying, still short, and gives up with the order sent once."""
+    fake.split_next_fill(2)
+    fake.delay_trades(60, cid("w2"), first_visible=1)
+
+    async def body(ex: BinanceExchange) -> Any:
+        with pytest.raises(UnknownOutcome) as placed:
+            await place_market_once(ex, "BTCUSDT", Side.BUY, D("0.010"), cid("w2"), reduce_only=False, policy=FAST)
+        with pytest.raises(FillsIncomplete) as queried:
+            await ex.get_order("BTCUSDT", cid("w2"))
+        return placed.value, queried.value
+
+    placed, queried = run(server, body, fills_wait_s=0.1)
+    assert isinstance(placed.__cause__, FillsIncomplete)
+    assert "0.005 of executedQty 0.010" in str(queried)
+    assert [o["clientOrderId"] for o in fake.orders()] == [cid("w2")]
+    assert len(fake.requests(ORDER, "POST")) == 1
+
+
+def test_an_order_filled_in_several_trades_returns_them_all(server: FakeBinanceServer, fake: FakeBinance) -> None:
+    """Three trades make one order: all three come back, their quantities adding up to executedQty."""
+    fake.split_next_fill(3)
+
+    async def body(ex: BinanceExchange) -> Any:
+        return await ex.place_market_order("ETHUSDT", Side.SELL, D("0.301"), cid("w3"), reduce_only=False)
+
+    result = run(server, body)
+    assert [f.qty for f in result.fills] == [D("0.1"), D("0.1"), D("0.101")]
+    assert len({f.fill_id for f in result.fills}) == 3
+
+
+def test_fees_paid_in_bnb_are_converted_to_usdt_at_the_mark(server: FakeBinanceServer, fake: FakeBinance) -> None:
+    """commissionAsset BNB (the BNB fee discount): the fee is converted at the BNBUSDT mark and booked as
+    USDT, on the order's fills and on fills_since."""
+    fake.charge_fees_in("BNB")
+    fake.set_mark_price("BNBUSDT", "600")
+
+    async def body(ex: BinanceExchange) -> Any:
+        since = fake.now_ms()
+        placed = await ex.place_market_order("BTCUSDT", Side.BUY, D("0.01"), cid("b1"), reduce_only=False)
+        return placed, await ex.fills_since("BTCUSDT", since)
+
+    placed, [polled] = run(server, body)
+    [trade] = fake.user_trades({"symbol": "BTCUSDT"})
+    assert trade["commissionAsset"] == "BNB" and D(trade["commission"]) == D("0.0005")  # 0.3 USDT / 600
+    [fill] = placed.fills
+    assert (fill.fee, fill.fee_asset) == (D("0.3"), "USDT")
+    assert (polled.fee, polled.fee_asset) == (D("0.3"), "USDT")
+    assert fake.requests("/fapi/v1/premiumIndex")[0].params["symbol"] == "BNBUSDT"
+
+
+def test_a_market_order_answered_as_accepted_is_read_again_until_filled(
     server: FakeBinanceServer, fake: FakeBinance
 ) -> None:
-    """With the websocket refused, events() polls userTrades: the take-profit fill still arrives, once."""
-    fake.set_ws_enabled(False)
+    """An ACK-style answer (status NEW, executedQty "0", avgPrice "0.00000") for a MARKET order is not
+    taken as "nothing filled": the order is read again and returned FILLED with its fills."""
+    fake.ack_only = True
 
-    async def body(ex: BinanceExchange) -> list[ExchangeEvent]:
-        received: list[ExchangeEvent] = []
-        consumer = asyncio.create_task(collect(ex.events(), received))
-        await ex.place_market_order("SOLUSDT", Side.SELL, Decimal("3"), cid("q1"), reduce_only=False)
-        await ex.place_conditional(
-            "SOLUSDT", ConditionalKind.TAKE_PROFIT_MARKET, Side.BUY, Decimal("140"), cid("q1", "tp")
-        )
-        fake.set_mark_price("SOLUSDT", Decimal("139.5"))
-        await wait_until(lambda: len(received) == 1)
-        polls = len(fake.requests("/fapi/v1/userTrades"))
-        await wait_until(lambda: len(fake.requests("/fapi/v1/userTrades")) >= polls + 2)  # two more polls
-        assert not ex.user_stream_connected
-        await ex.close()
-        await asyncio.wait_for(consumer, 5)
-        return received
+    async def body(ex: BinanceExchange) -> Any:
+        return await ex.place_market_order("BTCUSDT", Side.BUY, D("0.01"), cid("k2"), reduce_only=False)
 
-    [event] = run(server, body)
-    assert event.kind is FillKind.TAKE_PROFIT and event.origin_id == cid("q1", "tp")
-    assert event.fill.client_order_id == cid("q1", "tp")
-    assert event.fill.qty == Decimal("3") and event.fill.price == Decimal("139.5")
-
-
-def test_liquidation_arrives_as_an_event(server: FakeBinanceServer, fake: FakeBinance) -> None:
-    """A liquidation (an autoclose- order) arrives as a LIQUIDATION fill whose origin is the exchange's id."""
-
-    async def body(ex: BinanceExchange) -> list[ExchangeEvent]:
-        received: list[ExchangeEvent] = []
-        consumer = asyncio.create_task(collect(ex.events(), received))
-        await wait_until(lambda: ex.user_stream_connected)
-        await ex.place_market_order("ETHUSDT", Side.BUY, Decimal("1"), cid("r1"), reduce_only=False)
-        order = fake.liquidate("ETHUSDT", Decimal("2850"))
-        await wait_until(lambda: len(received) == 1)
-        await ex.close()
-        await asyncio.wait_for(consumer, 5)
-        assert received[0].origin_id == str(order["orderId"])
-        return received
-
-    [event] = run(server, body, poll_interval_s=60)
-    assert event.kind is FillKind.LIQUIDATION and event.fill.price == Decimal("2850")
-    assert event.fill.client_order_id.startswith("autoclose-")
-
-
-def test_stream_reconnects_with_a_new_listen_key_and_catches_up(server: FakeBinanceServer, fake: FakeBinance) -> None:
-    """The listen key expires while a stop fills with nobody listening: the adapter creates a new key,
-    reconnects, catches up by polling once, and the fill arrives exactly once."""
-
-    async def body(ex: BinanceExchange) -> list[ExchangeEvent]:
-        received: list[ExchangeEvent] = []
-        consumer = asyncio.create_task(collect(ex.events(), received))
-        await wait_until(lambda: ex.user_stream_connected)
-        await ex.place_market_order("BTCUSDT", Side.SELL, Decimal("0.01"), cid("s1"), reduce_only=False)
-        await ex.place_conditional("BTCUSDT", ConditionalKind.STOP_MARKET, Side.BUY, Decimal("61000"), cid("s1", "sl"))
-        fake.set_ws_enabled(False)
-        fake.expire_listen_key()
-        await wait_until(lambda: not ex.user_stream_connected)
-        fake.set_mark_price("BTCUSDT", Decimal("61500"))  # fills while the stream is down
-        fake.set_ws_enabled(True)
-        await wait_until(lambda: ex.user_stream_connected and len(received) == 1)
-        await ex.close()
-        await asyncio.wait_for(consumer, 5)
-        return received
-
-    [event] = run(server, body, poll_interval_s=60)
-    assert event.kind is FillKind.STOP and event.fill.price == Decimal("61500")
-    assert fake.listen_keys_issued == 2
-
-
-def test_listen_key_is_kept_alive(server: FakeBinanceServer, fake: FakeBinance) -> None:
-    """The listen key is renewed (PUT /fapi/v1/listenKey) every listen_key_keepalive_s."""
-
-    async def body(ex: BinanceExchange) -> None:
-        consumer = asyncio.create_task(collect(ex.events(), []))
-        await wait_until(lambda: fake.keepalives >= 1, timeout_s=5)
-        await ex.close()
-        await asyncio.wait_for(consumer, 5)
-
-    run(server, body, listen_key_keepalive_s=1, poll_interval_s=60)
-    assert fake.requests("/fapi/v1/listenKey", "PUT")[0].params["listenKey"].startswith("fakeListenKey")
-
-
-def test_user_stream_url_follows_the_base_url() -> None:
-    """The websocket base is derived from BinanceSettings.base_url, like the REST base."""
-    assert user_stream_url("http://127.0.0.1:9000", testnet=False) == "ws://127.0.0.1:9000/private/ws/"
-    assert user_stream_url("https://example.test/fapi/", testnet=False) == "wss://example.test/private/ws/"
-    assert user_stream_url("", testnet=False) == "wss://fstream.binance.com/private/ws/"
-    assert user_stream_url("", testnet=True) == "wss://fstream.binancefuture.com/private/ws/"
-
-
-def test_fake_serves_market_data_and_order_endpoints_in_binance_shapes(
-    server: FakeBinanceServer, fake: FakeBinance
-) -> None:
-    """Through a bare python-binance AsyncClient: klines are deterministic (or what the test set),
-    openOrders lists nothing once market orders filled, and cancelling a filled order is -2011."""
-    fake.set_klines("ETHUSDT", "5m", [[0, "1", "2", "0.5", "1.5", "10", 299_999, "15", 3, "5", "7.5", "0"]])
-
-    async def main() -> Any:
-        client = AsyncClient(DEFAULT_API_KEY, DEFAULT_API_SECRET)
-        client.FUTURES_URL = server.base_url + "/fapi"
-        try:
-            generated = [await client.futures_klines(symbol="BTCUSDT", interval="1m", limit=3) for _ in range(2)]
-            preset = await client.futures_klines(symbol="ETHUSDT", interval="5m")
-            order = await client.futures_create_order(
-                symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.002", newClientOrderId=cid("u1")
-            )
-            open_orders = await client.futures_get_open_orders(symbol="BTCUSDT")
-            with pytest.raises(BinanceAPIException) as cancel:
-                await client.futures_cancel_order(symbol="BTCUSDT", orderId=order["orderId"])
-            return generated, preset, open_orders, cancel.value.code
-        finally:
-            await client.close_connection()
-
-    generated, preset, open_orders, cancel_code = asyncio.run(main())
-    first, second = ({row[0]: row for row in rows} for rows in generated)
-    assert len(first) == 3 and all(first[t] == second[t] for t in first.keys() & second.keys())
-    assert preset[0][4] == "1.5"
-    assert open_orders == [] and cancel_code == -2011
-
-
-# --- the fake as a process ------------------------------------------------------------------------------
-
-
-def test_fake_runs_as_a_process_and_takes_faults_over_http() -> None:
-    """`python -m tests.fakes.fake_binance --port N` serves the same API; /_fake/inject and
-    /_fake/requests drive and inspect it from outside."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.fake_binance", "--port", str(port)],
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                httpx.get(base + "/fapi/v1/ping", timeout=0.5).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.05)
-        httpx.post(base + "/_fake/inject", json={"path": ORDER, "method": "POST", "kind": "error", "code": -2019,
-                                                 "msg": "Margin is insufficient."}).raise_for_status()
-
-        async def main() -> int:
-            exchange = BinanceExchange(BinanceSettings(
-                api_key=SecretStr(DEFAULT_API_KEY), api_secret=SecretStr(DEFAULT_API_SECRET), base_url=base,
-            ))
-            await exchange.start()
-            try:
-                await exchange.place_market_order("BTCUSDT", Side.BUY, Decimal("0.002"), cid("t1"), reduce_only=False)
-            except OrderRejected as e:
-                return e.code
-            finally:
-                await exchange.close()
-            return 0
-
-        assert asyncio.run(main()) == -2019
-        log = httpx.get(base + "/_fake/requests", params={"path": ORDER}).json()
-        assert [(r["method"], r["status"], r["fault"]) for r in log] == [("POST", 400, "error")]
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    result = run(server, body)
+    assert result.status is OrderStatus.FILLED and result.executed_qty == D("0.01") and len(result.fills) == 1
+    assert fake.requests(ORDER, "GET")[0].params["orderId"] == result.order_id
