@@ -24,7 +24,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check common services tests bench
+	$(BIN)/ruff check common services ops tests bench
 	$(BIN)/mypy
 
 ## soak / chaos: the long versions of the soak and crash tests (make test runs the short ones)

@@ -23,8 +23,8 @@ from common.contracts import ApplyPlan, TradeIntent, decode, encode
 from common.contracts.enums import PositionSide
 from common.maths.kill_score import KillScoreParams, kill_score
 from common.maths.marketstate import MarketStateEstimator, MarketStateParams
-from common.redis_server import EmbeddedRedis, free_port
 from common.streams import Service, Stream
+from ops.redis_server import EmbeddedRedis, free_port
 from tests.helpers import entry_plan, intent
 
 

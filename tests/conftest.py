@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from common.redis_server import EmbeddedRedis, free_port
+from ops.redis_server import EmbeddedRedis, free_port
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ import redis
 from common import keys
 from common.contracts import Action, ApplyResult, Decision, TradeIntent, decode
 from common.positions import PositionRecord
-from common.redis_server import free_port
 from common.streams import Stream
+from ops.redis_server import free_port
 from tests.e2e.fleet import fleet
 from tests.helpers import poll_sync
 from tests.integration.cli.qt import qt

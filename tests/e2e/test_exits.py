@@ -14,8 +14,8 @@ import redis
 from common import keys
 from common.contracts import ApplyPlan, ExecutionResult, TradeClosed, decode, encode
 from common.positions import PositionRecord
-from common.redis_server import free_port
 from common.streams import Stream
+from ops.redis_server import free_port
 from tests.e2e.fleet import fleet, set_price
 from tests.helpers import poll_sync
 from tests.integration.apply_layer.harness import entry

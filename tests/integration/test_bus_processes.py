@@ -15,8 +15,8 @@ import redis
 from common import keys
 from common.bus.effects import Publish, queue_ops
 from common.contracts import ApplyPlan, ApplyResult, decode
-from common.redis_server import EmbeddedRedis
 from common.streams import Service, Stream
+from ops.redis_server import EmbeddedRedis
 from tests.helpers import intent, poll_sync
 from tests.integration.processes import Proc
 

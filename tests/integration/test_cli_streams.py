@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 def qt(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QT_")}
     env.update({"REDIS_URL": redis_url, "PYTHONPATH": str(REPO), "COLUMNS": "200"})
-    return subprocess.run([sys.executable, "-m", "common.cli", *args], env=env, cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ops.cli", *args], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=60)
 
 

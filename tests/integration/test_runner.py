@@ -58,7 +58,7 @@ def test_http_service_serves_health_and_metrics_and_stops_on_sigterm(redis_url: 
     SIGTERM stops the server and the process with exit code 0."""
     import httpx
 
-    from common.redis_server import free_port
+    from ops.redis_server import free_port
     from tests.helpers import poll_sync
 
     port = free_port()

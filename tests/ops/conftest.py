@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from common import acl
-from common.redis_server import free_port, server_args
+from ops import acl
+from ops.redis_server import free_port, server_args
 
 INSTANCE = "opshost"
 PASSWORDS = {user: f"pw-{user}" for user in acl.users()}

@@ -15,11 +15,12 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 from redis.retry import Retry
 
-from common import acl, keys, streams
+from common import keys, streams
 from common.bus import Consumer, Delivery, Effects, publish
 from common.bus.metrics import BusMetrics
 from common.contracts import ApplyPlan, DeadLetter, TradeIntent, decode
 from common.streams import Service, Stream
+from ops import acl
 from tests.helpers import entry_plan, fast_settings, intent, poll, run
 from tests.integration.cli.qt import qt
 from tests.ops.conftest import INSTANCE, AclRedis

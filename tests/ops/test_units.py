@@ -1,4 +1,4 @@
-"""The systemd units: templates from common.deploy, rendering, and systemd-analyze's verdicts."""
+"""The systemd units: templates from ops.deploy, rendering, and systemd-analyze's verdicts."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from common import deploy
 from common.config import load_settings
 from common.streams import Service
+from ops import deploy
 from tests.integration.cli.qt import qt
 
 ANALYZE = shutil.which("systemd-analyze")
@@ -41,7 +41,7 @@ def install(tmp: Path, **options: bool) -> Path:
 
 
 def test_checked_in_units_are_the_templates() -> None:
-    """deploy/systemd/ holds one unit per service and the target, exactly as common.deploy writes them."""
+    """deploy/systemd/ holds one unit per service and the target, exactly as ops.deploy writes them."""
     on_disk = {p.name: p.read_text() for p in deploy.TEMPLATE_DIR.iterdir() if p.is_file()}
     assert on_disk == deploy.template_files()
     assert sorted(on_disk) == sorted([f"quantum-{s}.service" for s in Service.ALL] + ["quantum-trader.target"])

@@ -12,8 +12,8 @@ import redis
 from common import keys
 from common.contracts import ApplyResult, Decision, decode, encode, now_ms
 from common.market import price_mapping
-from common.redis_server import EmbeddedRedis, free_port
 from common.streams import Stream
+from ops.redis_server import EmbeddedRedis, free_port
 from tests.helpers import poll_sync
 from tests.integration.apply_layer.harness import D, close, entry
 from tests.integration.processes import Proc

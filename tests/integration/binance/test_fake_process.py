@@ -16,7 +16,7 @@ from common.config import BinanceSettings
 from common.contracts.enums import Side
 from common.exchange.binance import BinanceExchange
 from common.exchange.errors import OrderRejected
-from common.redis_server import free_port
+from ops.redis_server import free_port
 from tests.fakes.fake_binance import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from tests.integration.binance.support import ORDER, cid
 

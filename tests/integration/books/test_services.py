@@ -20,8 +20,8 @@ from common.contracts import ExecutionResult, PositionSide, ReconcileEvent, Side
 from common.exchange.paper import PaperExchange
 from common.market import price_mapping
 from common.positions import PositionRecord
-from common.redis_server import free_port
 from common.streams import Service, Stream
+from ops.redis_server import free_port
 from tests.helpers import fast_settings, hex16, poll_sync, run
 from tests.integration.processes import Proc
 

@@ -13,5 +13,5 @@ REPO = Path(__file__).resolve().parents[3]
 def qt(redis_url: str, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QT_")}
     env.update({"REDIS_URL": redis_url, "PYTHONPATH": str(REPO), "COLUMNS": "220"})
-    return subprocess.run([sys.executable, "-m", "common.cli", *args], env=env, cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ops.cli", *args], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=timeout_s)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from common.redis_server import free_port
+from ops.redis_server import free_port
 from tests.helpers import poll_sync
 from tests.integration.processes import REPO, Proc
 from tests.unit.ai_engine.data import momentum_closes, write_kline_file
@@ -48,7 +48,7 @@ def test_not_ready_then_trained_then_predicting(redis_url: str, tmp_path: Path) 
         assert refused.status_code == 503 and refused.json() == {"detail": "not ready"}
 
         data = write_kline_file(tmp_path / "klines.json", momentum_closes(5000, seed=11))
-        done = subprocess.run([sys.executable, "-m", "common.cli", "train", "--data", str(data), "--out",
+        done = subprocess.run([sys.executable, "-m", "ops.cli", "train", "--data", str(data), "--out",
                                str(models), "--symbol", "BTCUSDT", "--interval", "1m", "--horizon", "1"],
                               cwd=REPO, capture_output=True, text=True, timeout=60,
                               env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "REDIS_URL": redis_url})

@@ -12,8 +12,8 @@ import redis
 
 from common import keys
 from common.contracts import TradeIntent, decode
-from common.redis_server import free_port
 from common.streams import Stream
+from ops.redis_server import free_port
 from services.trading_bot.signals import FALLBACK_MODEL
 from tests.helpers import hex16, poll_sync, run
 from tests.integration.processes import Proc

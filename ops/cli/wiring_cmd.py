@@ -12,7 +12,6 @@ from redis.asyncio import Redis
 from rich.table import Table
 
 from common import keys
-from common.cli.context import EXIT_PROBLEMS, age, console, with_redis
 from common.config import Settings
 from common.contracts import ReconcileEvent, decode
 from common.ess import read_ess
@@ -20,7 +19,8 @@ from common.policy import current_policy
 from common.positions import all_positions
 from common.redis_client import xrange
 from common.streams import Service, Stream
-from common.wiring import Finding, Thresholds, WiringSnapshot, collect, findings
+from ops.cli.context import EXIT_PROBLEMS, age, console, with_redis
+from ops.wiring import Finding, Thresholds, WiringSnapshot, collect, findings
 
 
 def _markdown(snap: WiringSnapshot, found: list[Finding]) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from common.cli.context import settings
+from ops.cli.context import settings
 
 EX_DATAERR = 65
 

@@ -10,7 +10,6 @@ from redis.asyncio import Redis
 from common import governance, keys
 from common.books import read_account
 from common.bus import Publish, commit
-from common.cli.context import EXIT_PROBLEMS, console, with_redis
 from common.config import Settings
 from common.contracts import ApplyPlan, new_trace_id, now_ms
 from common.ess import Ess, read_ess
@@ -18,6 +17,7 @@ from common.maths.ledger import daily_loss_pct, drawdown_pct, roll_day
 from common.policy import current_policy
 from common.positions import all_positions
 from common.streams import Service, Stream
+from ops.cli.context import EXIT_PROBLEMS, console, with_redis
 
 app = typer.Typer(help="The kill switch (quantum:ess): entries stop while it is TRIPPED; exits always run.",
                   no_args_is_help=True)

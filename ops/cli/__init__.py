@@ -1,5 +1,5 @@
 """``qt``: the operator's tool."""
 
-from common.cli.app import app, main
+from ops.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -11,9 +11,9 @@ from rich.table import Table
 from common import keys, streams
 from common.bus.consumer import ensure_group
 from common.bus.inspect import StreamInfo, parse_id, stream_info
-from common.cli.context import age, console, with_redis
 from common.config import Settings
 from common.contracts.base import now_ms
+from ops.cli.context import age, console, with_redis
 
 app = typer.Typer(help="Streams and consumer groups.", invoke_without_command=True, no_args_is_help=False)
 

@@ -11,9 +11,9 @@ from urllib.parse import urlparse
 
 import typer
 
-from common.cli.context import console, settings
 from common.config import REPO_ROOT
-from common.redis_server import EmbeddedRedis, answers, server_args
+from ops.cli.context import console, settings
+from ops.redis_server import EmbeddedRedis, answers, server_args
 
 DATA_DIR = REPO_ROOT / "var" / "redis"
 
@@ -55,7 +55,7 @@ def run(
     env = dict(os.environ, REDIS_URL=url, PYTHONUNBUFFERED="1")
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-    subprocess.run([sys.executable, "-m", "common.cli", "streams", "init"], env=env, check=True)
+    subprocess.run([sys.executable, "-m", "ops.cli", "streams", "init"], env=env, check=True)
     honcho = subprocess.Popen([sys.executable, "-m", "honcho", "-f", str(procfile), "-d", str(REPO_ROOT),
                                "start"], env=env)
 

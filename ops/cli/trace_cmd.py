@@ -15,9 +15,9 @@ from redis.asyncio import Redis
 
 from common import streams
 from common.bus.inspect import parse_id
-from common.cli.context import EXIT_PROBLEMS, console, with_redis
 from common.config import Settings
 from common.redis_client import xrange
+from ops.cli.context import EXIT_PROBLEMS, console, with_redis
 
 LINK_FIELDS = ("trace_id", "plan_id", "position_plan_id", "intent_id")
 

@@ -7,10 +7,10 @@ from redis.asyncio import Redis
 from rich.table import Table
 
 from common import streams
-from common.cli.context import EXIT_PROBLEMS, console, with_redis
 from common.config import Settings
 from common.contracts import ContractError, decode
 from common.redis_client import xrange
+from ops.cli.context import EXIT_PROBLEMS, console, with_redis
 
 
 async def check(redis: Redis, count: int) -> list[tuple[str, int, int, str]]:

@@ -10,11 +10,11 @@ import typer
 from redis.asyncio import Redis
 
 from common import governance
-from common.cli.context import console, settings, with_redis
 from common.config import ConfigurationError, Settings
 from common.contracts import new_trace_id
 from common.policy import Limits, Policy, current_policy, load_policy_file, parse_policy
 from common.streams import Service
+from ops.cli.context import console, settings, with_redis
 
 app = typer.Typer(help="The risk policy in force: allowlist and limits.", no_args_is_help=True)
 

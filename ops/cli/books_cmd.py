@@ -11,7 +11,6 @@ from rich.table import Table
 from common import keys
 from common.books import read_account
 from common.bus import publish
-from common.cli.context import EXIT_PROBLEMS, console, with_redis
 from common.config import Settings
 from common.contracts import ApplyPlan, ExitReason, PlanStep, TradeClosed, decode, new_trace_id, now_ms
 from common.ids import exit_plan_id
@@ -20,6 +19,7 @@ from common.maths.ledger import Account
 from common.positions import PositionRecord, all_positions, read_position
 from common.redis_client import hgetall, xrange
 from common.streams import Service, Stream
+from ops.cli.context import EXIT_PROBLEMS, console, with_redis
 
 
 def positions() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from common.cli import (
+from ops.cli import (
     acl_cmd,
     books_cmd,
     contract_cmd,

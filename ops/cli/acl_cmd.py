@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
-from common import acl
-from common.cli.context import console, settings
+from ops import acl
+from ops.cli.context import console, settings
 
 
 def password_file(directory: Path, user: str) -> Path:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from common import deploy
-from common.cli.context import console
+from ops import deploy
+from ops.cli.context import console
 
 
 def install(
