@@ -1,8 +1,10 @@
-"""The account ledger hash ``quantum:ledger:account`` (written by harvest_brain, read by the governor,
-trading_bot, position_monitor and ``qt``)."""
+"""The books harvest_brain keeps, as everyone reads them: the account ``quantum:ledger:account`` (read by
+the governor, trading_bot, position_monitor and ``qt``) and each symbol's ledger
+``quantum:position:ledger:{s}`` (position_monitor, ``qt``) — the values and their one hash codec."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 
 from redis.asyncio import Redis
@@ -12,6 +14,7 @@ from common.contracts.base import plain_decimal
 from common.maths.ledger import Account
 from common.redis_client import hgetall
 
+ZERO = Decimal(0)
 _DECIMALS = ("equity", "realized_pnl", "fees", "peak_equity", "drawdown", "day_start_equity")
 
 
@@ -26,7 +29,56 @@ def account_from_hash(fields: dict[str, str]) -> Account:
     return Account(**{name: Decimal(fields[name]) for name in _DECIMALS}, day=fields["day"])
 
 
+@dataclass(frozen=True)
+class SymbolLedger:
+    """``quantum:position:ledger:{s}``: the symbol's totals over every fill and closed trade."""
+
+    realized_pnl: Decimal = ZERO
+    fees: Decimal = ZERO
+    trades: int = 0
+    wins: int = 0
+    losses: int = 0
+    last_fill_id: str = ""
+    updated_at: int = 0
+
+
+def ledger_to_hash(ledger: SymbolLedger) -> dict[str, str]:
+    return {
+        "realized_pnl": plain_decimal(ledger.realized_pnl),
+        "fees": plain_decimal(ledger.fees),
+        "trades": str(ledger.trades),
+        "wins": str(ledger.wins),
+        "losses": str(ledger.losses),
+        "last_fill_id": ledger.last_fill_id,
+        "updated_at": str(ledger.updated_at),
+    }
+
+
+def ledger_from_hash(fields: dict[str, str]) -> SymbolLedger:
+    if not fields:
+        return SymbolLedger()
+    return SymbolLedger(
+        realized_pnl=Decimal(fields.get("realized_pnl") or 0),
+        fees=Decimal(fields.get("fees") or 0),
+        trades=int(fields.get("trades") or 0),
+        wins=int(fields.get("wins") or 0),
+        losses=int(fields.get("losses") or 0),
+        last_fill_id=fields.get("last_fill_id", ""),
+        updated_at=int(fields.get("updated_at") or 0),
+    )
+
+
 async def read_account(redis: Redis) -> Account | None:
     """The account as harvest_brain last booked it; None before the first fill."""
     fields = await hgetall(redis, keys.ledger_account())
     return account_from_hash(fields) if fields else None
+
+
+async def read_ledgers(redis: Redis) -> dict[str, SymbolLedger]:
+    """Every symbol's ledger, by symbol."""
+    found: dict[str, SymbolLedger] = {}
+    async for key in redis.scan_iter(match=keys.position_ledger_pattern(), count=500):
+        symbol = keys.tail(str(key), keys.position_ledger)
+        if symbol is not None:
+            found[symbol] = ledger_from_hash(await hgetall(redis, str(key)))
+    return found

@@ -6,6 +6,8 @@ unchanged (``币安人生USDT`` included): Redis keys are binary-safe.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 PREFIX = "quantum"
 STREAM_PREFIX = f"{PREFIX}:stream:"
 
@@ -40,15 +42,20 @@ def position_pattern() -> str:
     return f"{PREFIX}:position:*"
 
 
-def symbol_of_position_key(key: str) -> str | None:
-    """The symbol of a position hash key, or None for ledger/snapshot keys that share the prefix."""
-    head = f"{PREFIX}:position:"
+def tail(key: str, of: Callable[[str], str]) -> str | None:
+    """The variable part (a symbol, a plan id) of ``key`` when ``of`` builds it, else None: the one way
+    to read a name back from a key. ``tail("quantum:position:BTCUSDT", position)`` is ``"BTCUSDT"``; a
+    ledger or snapshot key, which shares the position prefix, is not a position key (None)."""
+    head = of("")
     if not key.startswith(head):
         return None
-    rest = key[len(head) :]
-    if ":" in rest or not rest:
-        return None
-    return rest
+    rest = key[len(head):]
+    return rest if rest and ":" not in rest else None
+
+
+def symbol_of_position_key(key: str) -> str | None:
+    """The symbol of a position hash key, or None for ledger/snapshot keys that share the prefix."""
+    return tail(key, position)
 
 
 def position_ledger(symbol: str) -> str:
@@ -212,6 +219,4 @@ def apply_fill_cursor() -> str:
     return f"{PREFIX}:apply:fill_cursor"
 
 
-def symbol_of_drift(key: str) -> str | None:
-    head = f"{PREFIX}:reconcile:drift:"
-    return key[len(head):] if key.startswith(head) else None
+

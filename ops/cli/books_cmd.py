@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from rich.table import Table
 
 from common import keys
-from common.books import read_account
+from common.books import SymbolLedger, read_account, read_ledgers
 from common.bus import publish
 from common.config import Settings
 from common.contracts import ApplyPlan, ExitReason, PlanStep, TradeClosed, decode, new_trace_id, now_ms
@@ -17,7 +17,7 @@ from common.ids import exit_plan_id
 from common.market import read_price
 from common.maths.ledger import Account
 from common.positions import PositionRecord, all_positions, read_position
-from common.redis_client import hgetall, xrange
+from common.redis_client import xrange
 from common.streams import Service, Stream
 from ops.cli.context import EXIT_PROBLEMS, console, with_redis
 
@@ -46,12 +46,8 @@ def positions() -> None:
 def pnl() -> None:
     """The account (equity, realized PnL, fees, drawdown) and realized PnL per symbol."""
 
-    async def go(redis: Redis, _: Settings) -> tuple[Account | None, dict[str, dict[str, str]]]:
-        ledgers = {}
-        async for key in redis.scan_iter(match=keys.position_ledger_pattern(), count=500):
-            symbol = str(key).rsplit(":", 1)[-1]
-            ledgers[symbol] = await hgetall(redis, str(key))
-        return await read_account(redis), ledgers
+    async def go(redis: Redis, _: Settings) -> tuple[Account | None, dict[str, SymbolLedger]]:
+        return await read_account(redis), await read_ledgers(redis)
 
     account, ledgers = with_redis(go)
     if account is None:
@@ -63,9 +59,9 @@ def pnl() -> None:
     table = Table(title="per symbol", title_justify="left")
     for col in ("symbol", "realized", "fees", "trades", "wins", "losses"):
         table.add_column(col)
-    for symbol, f in sorted(ledgers.items()):
-        table.add_row(symbol, f.get("realized_pnl", "0"), f.get("fees", "0"), f.get("trades", "0"),
-                      f.get("wins", "0"), f.get("losses", "0"))
+    for symbol, ledger in sorted(ledgers.items()):
+        table.add_row(symbol, str(ledger.realized_pnl), str(ledger.fees), str(ledger.trades), str(ledger.wins),
+                      str(ledger.losses))
     console.print(table)
 
 

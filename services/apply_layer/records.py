@@ -81,8 +81,8 @@ async def submitting_records(redis: Redis, *, older_than_ms: int | None = None) 
     found = []
     now = now_ms()
     async for key in redis.scan_iter(match=keys.apply_plan_pattern(), count=500):
-        plan_id = str(key).rsplit(":", 1)[-1]
-        record = await load_record(redis, plan_id)
+        plan_id = keys.tail(str(key), keys.apply_plan)
+        record = await load_record(redis, plan_id) if plan_id else None
         if record is None or record.state is not PlanState.SUBMITTING:
             continue
         if older_than_ms is not None and now - record.updated_at < older_than_ms:

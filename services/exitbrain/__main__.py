@@ -25,7 +25,8 @@ TICK_BATCH = 1000
 async def setup(ctx: ServiceContext) -> None:
     brain = ExitBrain(ctx.redis, ctx.settings)
     async for key in ctx.redis.scan_iter(match=keys.exit_state("*"), count=500):
-        brain.tracked.add(str(key)[len(keys.exit_state("")):])
+        if (symbol := keys.tail(str(key), keys.exit_state)) is not None:
+            brain.tracked.add(symbol)
     ctx.consume(Stream.HARVEST_PROPOSAL, brain.handle_proposal, lane=lambda m: getattr(m, "symbol", ""),
                 guard=brain.guard)
 

@@ -22,7 +22,7 @@ from prometheus_client import Gauge
 from redis.asyncio import Redis
 
 from common import keys
-from common.books import account_from_hash, account_to_hash
+from common.books import SymbolLedger, account_from_hash, account_to_hash, ledger_from_hash, ledger_to_hash
 from common.bus import Delivery, Effects
 from common.contracts import ExecutionResult, FillKind, PositionSide, TradeClosed, plain_decimal
 from common.ids import hex16
@@ -61,19 +61,6 @@ class OpenTrade:
 
 
 @dataclass(frozen=True)
-class SymbolLedger:
-    """``quantum:position:ledger:{s}``: the symbol's totals over every fill and closed trade."""
-
-    realized_pnl: Decimal = ZERO
-    fees: Decimal = ZERO
-    trades: int = 0
-    wins: int = 0
-    losses: int = 0
-    last_fill_id: str = ""
-    updated_at: int = 0
-
-
-@dataclass(frozen=True)
 class Booking:
     """What one fill did: the trade after it (None: flat), the ledger, the account, the PnL it realized
     and the trade it closed, if any."""
@@ -107,32 +94,6 @@ def trade_from_hash(fields: dict[str, str]) -> OpenTrade | None:
     decimals = {name: Decimal(fields[name]) for name in _POSITION_DECIMALS}
     position = LedgerPosition(side=PositionSide(fields["side"]), opened_at=int(fields["opened_at"]), **decimals)
     return OpenTrade(position, fields.get("position_plan_id", ""), fields.get("trace_id", ""))
-
-
-def ledger_to_hash(ledger: SymbolLedger) -> dict[str, str]:
-    return {
-        "realized_pnl": plain_decimal(ledger.realized_pnl),
-        "fees": plain_decimal(ledger.fees),
-        "trades": str(ledger.trades),
-        "wins": str(ledger.wins),
-        "losses": str(ledger.losses),
-        "last_fill_id": ledger.last_fill_id,
-        "updated_at": str(ledger.updated_at),
-    }
-
-
-def ledger_from_hash(fields: dict[str, str]) -> SymbolLedger:
-    if not fields:
-        return SymbolLedger()
-    return SymbolLedger(
-        realized_pnl=Decimal(fields.get("realized_pnl") or 0),
-        fees=Decimal(fields.get("fees") or 0),
-        trades=int(fields.get("trades") or 0),
-        wins=int(fields.get("wins") or 0),
-        losses=int(fields.get("losses") or 0),
-        last_fill_id=fields.get("last_fill_id", ""),
-        updated_at=int(fields.get("updated_at") or 0),
-    )
 
 
 # --- booking (pure) ----------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from common.config import Settings
 from common.contracts import now_ms
 from common.exchange.binance import futures_root
 from common.exchange.binance_errors import TRANSPORT_ERRORS
-from services.marketdata.klines import Kline, interval_ms
+from common.klines import Kline, interval_ms
 from services.marketdata.publisher import Batch, Tick
 
 log = structlog.get_logger()

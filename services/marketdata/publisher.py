@@ -27,10 +27,10 @@ from redis.asyncio import Redis
 from common import keys
 from common.bus import HashSet, Op, Publish, commit
 from common.contracts import MarketKline, MarketTick, new_trace_id, now_ms
+from common.klines import Kline
 from common.market import marketstate_mapping, price_mapping
 from common.redis_client import REDIS_DOWN
 from common.streams import Stream
-from services.marketdata.klines import Kline
 from services.marketdata.state import MarketStates, state_message
 
 log = structlog.get_logger()

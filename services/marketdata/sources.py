@@ -24,10 +24,12 @@ from common.backoff import pause
 from common.config import ConfigurationError, MarketdataSettings, Settings
 from common.contracts import ContractError, MarketKline, decode, now_ms
 from common.exchange.rules import SymbolRules, load_rules_file
+from common.kline_files import KlineFileError
+from common.klines import Kline, interval_ms, kline_open_time
 from common.streams import Stream
-from services.marketdata.klines import Kline, KlineBuilder, interval_ms, kline_open_time
+from services.marketdata.klines import KlineBuilder
 from services.marketdata.publisher import Batch, Tick
-from services.marketdata.replay import KlineFileError, ReplaySource, ReplayTick
+from services.marketdata.replay import ReplaySource, ReplayTick
 from services.marketdata.synthetic import SyntheticMarket, SyntheticParams
 
 log = structlog.get_logger()

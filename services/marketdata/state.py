@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from common.contracts import MarketState, new_trace_id
+from common.klines import Kline
 from common.maths.marketstate import MarketStateEstimator, MarketStateParams, MarketStateValue
-from services.marketdata.klines import Kline
 
 
 class MarketStates:

@@ -26,7 +26,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import NamedTuple
 
-from services.marketdata.klines import HOUR_MS, MINUTE_MS
+from common.klines import HOUR_MS, MINUTE_MS
 
 
 class Regime(StrEnum):

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
 from common import keys
-from common.books import read_account
+from common.books import read_account, read_ledgers
 from common.contracts import ContractError, TradeClosed, decode
 from common.positions import PositionRecord, all_positions, read_position
 from common.redis_client import hgetall
@@ -195,19 +195,13 @@ class Queries:
 
     async def pnl(self) -> PnlView:
         account = await read_account(self.redis)
-        head = keys.position_ledger("")
-        symbols = sorted([str(k)[len(head):] async for k in
-                          self.redis.scan_iter(match=keys.position_ledger_pattern(), count=500)])
         rows: list[SymbolPnlView] = []
-        for symbol in symbols:
-            fields = await hgetall(self.redis, keys.position_ledger(symbol))
+        for symbol, ledger in sorted((await read_ledgers(self.redis)).items()):
             snap = _snapshot(await hgetall(self.redis, keys.position_snapshot(symbol)))
             rows.append(SymbolPnlView(
-                symbol=symbol, realized_pnl=_decimal(fields, "realized_pnl"), fees=_decimal(fields, "fees"),
-                trades=int(fields.get("trades") or 0), wins=int(fields.get("wins") or 0),
-                losses=int(fields.get("losses") or 0), last_fill_id=fields.get("last_fill_id", ""),
-                updated_at=int(fields.get("updated_at") or 0),
-                unrealized_pnl=snap.unrealized_pnl if snap else ZERO))
+                symbol=symbol, realized_pnl=ledger.realized_pnl, fees=ledger.fees, trades=ledger.trades,
+                wins=ledger.wins, losses=ledger.losses, last_fill_id=ledger.last_fill_id,
+                updated_at=ledger.updated_at, unrealized_pnl=snap.unrealized_pnl if snap else ZERO))
         unrealized = ZERO
         held = await all_positions(self.redis)
         for symbol in held:

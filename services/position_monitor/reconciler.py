@@ -78,7 +78,7 @@ class Reconciler:
         """The drifts still open from before a restart (their keys), so that one resolved meanwhile is
         reported RESOLVED and its key deleted — never left blocking entries."""
         async for key in self.redis.scan_iter(match=keys.reconcile_drift("*"), count=500):
-            symbol = keys.symbol_of_drift(str(key))
+            symbol = keys.tail(str(key), keys.reconcile_drift)
             fields = await hgetall(self.redis, str(key))
             try:
                 self.known[symbol or ""] = Drift(symbol or "", ReconcileKind(fields["kind"]),

@@ -90,8 +90,9 @@ def snapshot_effects(snapshots: list[Snapshot], stale: list[str], ttl_ms: int) -
 
 async def snapshot_symbols(redis: Redis) -> list[str]:
     """The symbols that have a snapshot key."""
-    head = keys.position_snapshot("")
-    return [str(key)[len(head):] async for key in redis.scan_iter(match=keys.position_snapshot_pattern(), count=500)]
+    found = [keys.tail(str(key), keys.position_snapshot)
+             async for key in redis.scan_iter(match=keys.position_snapshot_pattern(), count=500)]
+    return [symbol for symbol in found if symbol is not None]
 
 
 async def take_snapshots(redis: Redis, exchange: Exchange, interval_s: float, now: int) -> list[Snapshot]:

@@ -17,6 +17,7 @@ from common.books import read_account
 from common.bus import publish
 from common.config import Settings
 from common.contracts import MarketKline, MarketState, Side, TradeIntent, new_trace_id, now_ms
+from common.klines import DAY_MS, interval_ms
 from common.logging import bound
 from common.market import read_marketstate, read_symbol_rules
 from common.redis_client import REDIS_DOWN
@@ -24,7 +25,7 @@ from common.streams import Service, Stream
 from services.trading_bot.ai_client import AiClient
 from services.trading_bot.intents import build_intent, due, sizing_params
 from services.trading_bot.signals import UNKNOWN_REGIME, Signal, TrendParams, atr_pct_of, fallback_signal
-from services.trading_bot.window import KlineWindows, interval_ms, kline_row, parse
+from services.trading_bot.window import KlineWindows, kline_row, parse
 
 log = structlog.get_logger()
 
@@ -204,5 +205,11 @@ class Bot:
 
 
 def _interval_ms(window: list[MarketKline]) -> int:
-    """The kline length of a window, from its interval name (``1m`` → 60000)."""
-    return interval_ms(window[-1].interval) if window else 60_000
+    """The window's kline length (a calendar month, which has none, counts 30 days here: it only spaces
+    repeated intents)."""
+    if not window:
+        return 60_000
+    try:
+        return interval_ms(window[-1].interval)
+    except ValueError:
+        return 30 * DAY_MS

@@ -22,16 +22,6 @@ log = structlog.get_logger()
 KLINES_KEY = keys.stream(Stream.MARKET_KLINES)
 
 
-_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000,
-            "M": 30 * 86_400_000}
-
-
-def interval_ms(interval: str) -> int:
-    """The length of a kline interval name as the contract allows it (``1m`` → 60000; a month counts
-    30 days)."""
-    return int(interval[:-1]) * _UNIT_MS[interval[-1]]
-
-
 def kline_row(k: MarketKline) -> list[str]:
     """A kline as a Binance kline row ``[open_time, open, high, low, close, volume]`` (strings)."""
     return [str(k.open_time), plain_decimal(k.open), plain_decimal(k.high), plain_decimal(k.low),

@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from common import keys, streams
+from common.books import SymbolLedger
 from common.bus import Delivery, Effects, commit
 from common.contracts import ExecutionResult, TradeClosed, decode
 from common.maths.ledger import new_account
@@ -20,7 +21,6 @@ from common.streams import Service, Stream
 from services.harvest_brain.books import (
     Bookkeeper,
     OpenTrade,
-    SymbolLedger,
     book_fill,
     exit_reason,
     trade_from_hash,

@@ -7,14 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from services.marketdata.klines import (
-    BINANCE_INTERVALS,
-    Kline,
-    KlineBuilder,
-    interval_ms,
-    interval_name,
-    kline_open_time,
-)
+from common.klines import BINANCE_INTERVALS, Kline, interval_ms, interval_name, kline_open_time
+from services.marketdata.klines import KlineBuilder
 
 D = Decimal
 T0 = 1_699_999_980_000  # a minute boundary (2023-11-14 22:13 UTC)

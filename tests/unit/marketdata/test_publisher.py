@@ -9,9 +9,9 @@ import redis.asyncio as aredis
 from common import keys, streams
 from common.bus import HashSet, Op, Publish
 from common.contracts import MarketKline, MarketState, MarketTick, decode
+from common.klines import Kline
 from common.streams import Service, Stream
 from ops.redis_server import free_port
-from services.marketdata.klines import Kline
 from services.marketdata.publisher import Batch, Publisher, Tick
 from tests.helpers import run
 

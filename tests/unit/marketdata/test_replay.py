@@ -9,15 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from services.marketdata.klines import Kline, KlineBuilder
-from services.marketdata.replay import (
-    KlineFileError,
-    ReplaySource,
-    ReplayTick,
-    kline_ticks,
-    load_klines,
-    split_volume,
-)
+from common.kline_files import KlineFileError, load_klines
+from common.klines import Kline
+from services.marketdata.klines import KlineBuilder
+from services.marketdata.replay import ReplaySource, ReplayTick, kline_ticks, split_volume
 
 D = Decimal
 T0 = 1_699_999_980_000  # a minute boundary
