@@ -7,12 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from redis.asyncio import Redis
-
-from common import keys
 from common.contracts.base import plain_decimal
 from common.maths.ledger import Account
-from common.redis_client import hgetall
 
 ZERO = Decimal(0)
 _DECIMALS = ("equity", "realized_pnl", "fees", "peak_equity", "drawdown", "day_start_equity")
@@ -66,19 +62,3 @@ def ledger_from_hash(fields: dict[str, str]) -> SymbolLedger:
         last_fill_id=fields.get("last_fill_id", ""),
         updated_at=int(fields.get("updated_at") or 0),
     )
-
-
-async def read_account(redis: Redis) -> Account | None:
-    """The account as harvest_brain last booked it; None before the first fill."""
-    fields = await hgetall(redis, keys.ledger_account())
-    return account_from_hash(fields) if fields else None
-
-
-async def read_ledgers(redis: Redis) -> dict[str, SymbolLedger]:
-    """Every symbol's ledger, by symbol."""
-    found: dict[str, SymbolLedger] = {}
-    async for key in redis.scan_iter(match=keys.position_ledger_pattern(), count=500):
-        symbol = keys.tail(str(key), keys.position_ledger)
-        if symbol is not None:
-            found[symbol] = ledger_from_hash(await hgetall(redis, str(key)))
-    return found

@@ -9,11 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from redis.asyncio import Redis
-
-from common import keys
 from common.contracts.base import now_ms
-from common.redis_client import hgetall
 
 
 class EssState(StrEnum):
@@ -45,10 +41,6 @@ def parse_ess(fields: dict[str, str]) -> Ess:
     except ValueError:
         return Ess(EssState.TRIPPED, reason=f"unreadable state {fields.get('state')!r}")
     return Ess(state, fields.get("reason", ""), int(fields.get("at", "0") or 0), fields.get("by", ""))
-
-
-async def read_ess(redis: Redis) -> Ess:
-    return parse_ess(await hgetall(redis, keys.ess()))
 
 
 def tripped(reason: str, by: str) -> Ess:

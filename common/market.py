@@ -6,11 +6,9 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from common import keys
-from common.contracts.base import ContractError, decode, encode, plain_decimal
+from common.contracts.base import encode, plain_decimal
 from common.contracts.messages import MarketState
 from common.exchange.rules import SymbolRules
-from common.redis_client import hgetall
 
 
 @dataclass(frozen=True)
@@ -38,33 +36,11 @@ def parse_price(symbol: str, fields: dict[Any, Any]) -> LatestPrice | None:
         return None
 
 
-async def read_price(redis: Any, symbol: str) -> LatestPrice | None:
-    """The latest price of ``symbol`` from its hash (``redis`` is a redis.asyncio client)."""
-    return parse_price(symbol, await redis.hgetall(keys.market_price(symbol)))
-
-
 def marketstate_mapping(state: MarketState) -> dict[str, str]:
     """The fields of ``quantum:marketstate:{s}``: the contract's own encoding (envelope included)."""
     return encode(state)
 
 
-async def read_marketstate(redis: Any, symbol: str) -> MarketState | None:
-    """The latest market state of ``symbol``, or None when absent or unreadable."""
-    fields = await hgetall(redis, keys.marketstate(symbol))
-    if not fields:
-        return None
-    try:
-        return decode(MarketState, fields)
-    except ContractError:
-        return None
-
-
 def rules_mapping(rules: dict[str, SymbolRules]) -> dict[str, str]:
     """The fields of ``quantum:exchange:symbols``: symbol -> JSON rules."""
     return {symbol: r.to_json() for symbol, r in rules.items()}
-
-
-async def read_symbol_rules(redis: Any) -> dict[str, SymbolRules]:
-    """The exchange's rules as marketdata last published them (symbol -> rules)."""
-    fields = await hgetall(redis, keys.exchange_symbols())
-    return {symbol: SymbolRules.from_json(raw) for symbol, raw in fields.items()}

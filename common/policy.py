@@ -14,11 +14,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from redis.asyncio import Redis
 
-from common import keys
-from common.config import ConfigurationError, Settings
-from common.redis_client import hgetall
+from common.config import ConfigurationError
 
 
 class Limits(BaseModel):
@@ -87,11 +84,3 @@ def load_policy_file(path: Path) -> Policy:
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigurationError(str(path), str(e)) from None
     return parse_policy(data, str(path))
-
-
-async def current_policy(redis: Redis, settings: Settings) -> Policy:
-    """The policy in force: ``quantum:policy:current``, else the policy file."""
-    fields = await hgetall(redis, keys.policy_current())
-    if fields:
-        return Policy.from_hash(fields)
-    return load_policy_file(settings.config_file(settings.policy_file))

@@ -9,12 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
-from redis.asyncio import Redis
-
-from common import keys
 from common.contracts.base import plain_decimal
 from common.contracts.enums import PositionSide, ReconcileKind
-from common.redis_client import hgetall
 
 
 @dataclass(frozen=True)
@@ -84,24 +80,6 @@ class PositionRecord:
             tp_order_id=fields.get("tp_order_id", ""),
             stop_reason=fields.get("stop_reason") or "stop_loss",
         )
-
-
-async def read_position(redis: Redis, symbol: str) -> PositionRecord | None:
-    fields = await hgetall(redis, keys.position(symbol))
-    return PositionRecord.from_hash(fields) if fields else None
-
-
-async def all_positions(redis: Redis) -> dict[str, PositionRecord]:
-    """Every position hash, by symbol (ledger and snapshot keys that share the prefix are skipped)."""
-    found: dict[str, PositionRecord] = {}
-    async for key in redis.scan_iter(match=keys.position_pattern(), count=500):
-        symbol = keys.symbol_of_position_key(str(key))
-        if symbol is None:
-            continue
-        position = await read_position(redis, symbol)
-        if position is not None:
-            found[symbol] = position
-    return found
 
 
 def drift_kind(ours: Decimal, theirs: Decimal) -> ReconcileKind | None:

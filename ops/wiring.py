@@ -15,7 +15,7 @@ from common.bus.inspect import consumers as group_consumers
 from common.bus.inspect import parse_id, stream_info
 from common.contracts.base import now_ms
 from common.policy import Policy
-from common.positions import all_positions
+from common.store import all_positions
 from common.streams import Service
 
 

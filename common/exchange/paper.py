@@ -67,7 +67,7 @@ from common.exchange.paper_codec import ConditionalRecord
 from common.exchange.paper_fills import FEE_ASSET, FillBooker
 from common.exchange.paper_store import OnCommit, PaperStore
 from common.exchange.rules import SymbolRules, load_rules_file
-from common.market import read_price
+from common.store import read_price
 
 log = structlog.get_logger()
 

@@ -35,7 +35,7 @@ from common.exchange.paper_codec import (
     position_from_json,
     position_to_json,
 )
-from common.market import read_price
+from common.store import read_price
 
 T = TypeVar("T")
 #: callbacks a transaction body registers to run once its EXEC succeeded (logging what it did)

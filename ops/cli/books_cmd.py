@@ -9,15 +9,15 @@ from redis.asyncio import Redis
 from rich.table import Table
 
 from common import keys
-from common.books import SymbolLedger, read_account, read_ledgers
+from common.books import SymbolLedger
 from common.bus import publish
 from common.config import Settings
 from common.contracts import ApplyPlan, ExitReason, PlanStep, TradeClosed, decode, new_trace_id, now_ms
 from common.ids import exit_plan_id
-from common.market import read_price
 from common.maths.ledger import Account
-from common.positions import PositionRecord, all_positions, read_position
+from common.positions import PositionRecord
 from common.redis_client import xrange
+from common.store import all_positions, read_account, read_ledgers, read_position, read_price
 from common.streams import Service, Stream
 from ops.cli.context import EXIT_PROBLEMS, console, with_redis
 

@@ -8,14 +8,12 @@ import typer
 from redis.asyncio import Redis
 
 from common import governance, keys
-from common.books import read_account
 from common.bus import Publish, commit
 from common.config import Settings
 from common.contracts import ApplyPlan, new_trace_id, now_ms
-from common.ess import Ess, read_ess
+from common.ess import Ess
 from common.maths.ledger import daily_loss_pct, drawdown_pct, roll_day
-from common.policy import current_policy
-from common.positions import all_positions
+from common.store import all_positions, current_policy, read_account, read_ess
 from common.streams import Service, Stream
 from ops.cli.context import EXIT_PROBLEMS, console, with_redis
 

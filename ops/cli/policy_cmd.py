@@ -12,7 +12,8 @@ from redis.asyncio import Redis
 from common import governance
 from common.config import ConfigurationError, Settings
 from common.contracts import new_trace_id
-from common.policy import Limits, Policy, current_policy, load_policy_file, parse_policy
+from common.policy import Limits, Policy, load_policy_file, parse_policy
+from common.store import current_policy
 from common.streams import Service
 from ops.cli.context import console, settings, with_redis
 

@@ -14,10 +14,8 @@ from rich.table import Table
 from common import keys
 from common.config import Settings
 from common.contracts import ReconcileEvent, decode
-from common.ess import read_ess
-from common.policy import current_policy
-from common.positions import all_positions
 from common.redis_client import xrange
+from common.store import all_positions, current_policy, read_ess
 from common.streams import Service, Stream
 from ops.cli.context import EXIT_PROBLEMS, age, console, with_redis
 from ops.wiring import Finding, Thresholds, WiringSnapshot, collect, findings

@@ -42,15 +42,13 @@ from common.contracts import (
     PositionSide,
     now_ms,
 )
-from common.ess import read_ess
 from common.exchange.base import Exchange, OrderResult, client_order_id
 from common.exchange.errors import OrderNotFound, OrderRejected, TemporaryError
 from common.exchange.placement import RetryPolicy, place_market_once
 from common.exchange.rules import SymbolRules
 from common.logging import bound
-from common.market import read_price
-from common.policy import current_policy
-from common.positions import PositionRecord, all_positions, read_position
+from common.positions import PositionRecord
+from common.store import all_positions, current_policy, read_ess, read_position, read_price
 from common.streams import Service, Stream
 from services.apply_layer import book, results
 from services.apply_layer.fills import FillRouter

@@ -32,8 +32,9 @@ from common.exchange.base import (
 from common.exchange.errors import ExchangeError, OrderNotFound
 from common.ids import exit_plan_id, hex16
 from common.logging import bound
-from common.positions import PositionRecord, all_positions, read_position
+from common.positions import PositionRecord
 from common.redis_client import hgetall
+from common.store import all_positions, read_position
 from common.streams import Service, Stream
 from services.apply_layer import book, results
 from services.apply_layer.metrics import METRICS

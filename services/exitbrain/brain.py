@@ -22,9 +22,9 @@ from common.bus import Delete, Delivery, Effects, HashSet, Op, Publish, commit
 from common.config import Settings
 from common.contracts import ApplyPlan, HarvestProposal, Message, now_ms
 from common.logging import bound
-from common.market import read_marketstate, read_price
-from common.positions import PositionRecord, all_positions, read_position
+from common.positions import PositionRecord
 from common.redis_client import hgetall
+from common.store import all_positions, read_marketstate, read_position, read_price
 from common.streams import Service, Stream
 from services.exitbrain.decide import ExitParams, Outcome, PnlThrottle, evaluate, on_proposal, pnl
 from services.exitbrain.exit_state import ExitState

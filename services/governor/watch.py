@@ -11,15 +11,14 @@ from prometheus_client import Gauge
 from redis.asyncio import Redis
 
 from common import governance
-from common.books import read_account
 from common.bus import Delivery, Effects, Publish, commit
 from common.config import ConfigurationError, Settings
 from common.contracts import AlertEvent, Message, new_trace_id, now_ms
-from common.ess import read_ess, tripped
+from common.ess import tripped
 from common.logging import bound
 from common.maths.ledger import daily_loss_pct, drawdown_pct, roll_day
-from common.policy import Policy, current_policy, load_policy_file
-from common.positions import all_positions
+from common.policy import Policy, load_policy_file
+from common.store import all_positions, current_policy, read_account, read_ess
 from common.streams import Service, Stream
 from services.governor.policy_loader import file_update_reason
 from services.governor.risk import breach

@@ -7,10 +7,10 @@ from decimal import Decimal
 import structlog
 
 from common import keys
-from common.books import read_account
 from common.exchange.errors import ExchangeError
 from common.exchange.factory import build_exchange
 from common.service import ServiceContext, run
+from common.store import read_account
 from common.streams import Service, Stream
 from services.harvest_brain.books import DRAWDOWN, EQUITY, Bookkeeper
 

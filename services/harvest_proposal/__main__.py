@@ -17,9 +17,8 @@ from common.bus.latest import follow_marks
 from common.contracts import now_ms
 from common.exit_levels import LadderParams
 from common.logging import bound
-from common.market import read_price
-from common.positions import all_positions, read_position
 from common.service import ServiceContext, run
+from common.store import all_positions, read_position, read_price
 from common.streams import Service, Stream
 from services.harvest_proposal.propose import Ladder, propose
 

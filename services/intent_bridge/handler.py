@@ -12,8 +12,7 @@ from common.config import Settings
 from common.contracts import ApplyPlan, PolicyAudit, TradeIntent, now_ms
 from common.exchange.rules import SymbolRules, load_rules_file
 from common.logging import bound
-from common.market import read_symbol_rules
-from common.policy import current_policy
+from common.store import current_policy, read_symbol_rules
 from common.streams import Service, Stream
 from services.intent_bridge.bridge import INTENT_REFUSED, bridge
 from services.intent_bridge.log_limit import OncePerWindow

@@ -10,10 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
 from common import keys
-from common.books import read_account, read_ledgers
 from common.contracts import ContractError, TradeClosed, decode
-from common.positions import PositionRecord, all_positions, read_position
+from common.positions import PositionRecord
 from common.redis_client import hgetall
+from common.store import all_positions, read_account, read_ledgers, read_position
 from common.streams import Stream
 from services.position_monitor.activity import Activity
 from services.position_monitor.reconciler import Reconciler

@@ -28,8 +28,9 @@ from common.contracts import (
 from common.exchange.base import Exchange
 from common.ids import hex16
 from common.logging import bound
-from common.positions import PositionRecord, all_positions
+from common.positions import PositionRecord
 from common.redis_client import hgetall
+from common.store import all_positions
 from common.streams import Service, Stream
 from services.position_monitor.metrics import METRICS
 from services.position_monitor.reconcile import Drift, changes, confirmed, find_drift, operator_hint, resolve

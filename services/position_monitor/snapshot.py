@@ -18,8 +18,9 @@ from common import keys
 from common.bus import Effects, commit
 from common.contracts import PositionSnapshot, new_trace_id, plain_decimal
 from common.exchange.base import Exchange, ExchangePosition
-from common.market import LatestPrice, read_price
-from common.positions import PositionRecord, all_positions
+from common.market import LatestPrice
+from common.positions import PositionRecord
+from common.store import all_positions, read_price
 from common.streams import Service, Stream
 
 ZERO = Decimal(0)

@@ -13,14 +13,13 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from common.backoff import Backoff
-from common.books import read_account
 from common.bus import publish
 from common.config import Settings
 from common.contracts import MarketKline, MarketState, Side, TradeIntent, new_trace_id, now_ms
 from common.klines import DAY_MS, interval_ms
 from common.logging import bound
-from common.market import read_marketstate, read_symbol_rules
 from common.redis_client import REDIS_DOWN
+from common.store import read_account, read_marketstate, read_symbol_rules
 from common.streams import Service, Stream
 from services.trading_bot.ai_client import AiClient
 from services.trading_bot.intents import build_intent, due, sizing_params

@@ -29,7 +29,8 @@ from common.exchange.paper import PaperExchange
 from common.exchange.placement import RetryPolicy
 from common.ids import hex16 as hid
 from common.market import price_mapping
-from common.positions import PositionRecord, read_position
+from common.positions import PositionRecord
+from common.store import read_position
 from common.streams import Service, Stream
 from services.apply_layer.__main__ import lane
 from services.apply_layer.executor import Executor
