@@ -179,7 +179,7 @@ class SignalSettings(_Section):
     ema_slow: Annotated[int, Field(ge=3)] = 21
     default_balance_usd: Annotated[Decimal, Field(gt=0)] = Decimal("10000")
     sl_atr_mult: Annotated[float, Field(gt=0)] = 0.3
-    min_sl_pct: Annotated[float, Field(gt=0)] = 0.03
+    min_sl_frac: Annotated[float, Field(gt=0)] = 0.03
     reward_risk: Annotated[float, Field(gt=0)] = 1.33
     leverage_cap: Annotated[int, Field(ge=1, le=125)] = 10
     margin_fraction: Annotated[float, Field(gt=0, le=1)] = 0.02
@@ -208,8 +208,8 @@ class ExitSettings(_Section):
     close_retry_s: Annotated[float, Field(gt=0)] = 120.0
     #: a position open this long is closed in full (reason time_exit); 0 = no time exit
     max_hold_s: Annotated[int, Field(ge=0)] = 0
-    trailing_callback_pct: Annotated[float, Field(gt=0, lt=1)] = 0.008
-    min_stop_step_pct: Annotated[float, Field(ge=0, lt=1)] = 0.001
+    trailing_callback_frac: Annotated[float, Field(gt=0, lt=1)] = 0.008
+    min_stop_step_frac: Annotated[float, Field(ge=0, lt=1)] = 0.001
     pnl_interval_s: Annotated[float, Field(gt=0)] = 5.0
     evaluate_interval_s: Annotated[float, Field(gt=0)] = 1.0
     #: break-even is entry plus the round trip's fees: entry·(1 ± 2·fee_rate)

@@ -26,15 +26,15 @@ class LadderParams:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LadderParams:
-        return cls(levels=cls.levels_from(settings), default_sl=settings.signal.min_sl_pct,
+        return cls(levels=cls.levels_from(settings), default_sl=settings.signal.min_sl_frac,
                    reward_risk=settings.signal.reward_risk)
 
     @staticmethod
     def levels_from(settings: Settings) -> LevelParams:
         e = settings.exit
         return LevelParams(tp_min=e.tp_min, sl_min=e.sl_min, sl_max=e.sl_max,
-                           trailing_callback_pct=e.trailing_callback_pct,
-                           min_stop_step_pct=e.min_stop_step_pct, fee_rate=e.fee_rate,
+                           trailing_callback_frac=e.trailing_callback_frac,
+                           min_stop_step_frac=e.min_stop_step_frac, fee_rate=e.fee_rate,
                            split_low=e.split_low, split_low_max_leverage=e.split_low_max_leverage,
                            split_mid=e.split_mid, split_mid_max_leverage=e.split_mid_max_leverage,
                            split_high=e.split_high)

@@ -38,6 +38,7 @@ from common.contracts.messages import (
     TradeClosed,
     TradeIntent,
 )
+from common.contracts.reasons import IntentRefusal, PlanReason, ProposalIgnored, exchange_reason
 
 __all__ = [
     "Action",
@@ -54,14 +55,17 @@ __all__ = [
     "GovernorEvent",
     "HarvestProposal",
     "HarvestStage",
+    "IntentRefusal",
     "MarketKline",
     "MarketState",
     "MarketTick",
     "Message",
+    "PlanReason",
     "PlanStep",
     "PolicyAudit",
     "PositionSide",
     "PositionSnapshot",
+    "ProposalIgnored",
     "ReconcileEvent",
     "ReconcileKind",
     "Side",
@@ -69,6 +73,7 @@ __all__ = [
     "TradeIntent",
     "decode",
     "encode",
+    "exchange_reason",
     "new_trace_id",
     "now_ms",
     "plain_decimal",

@@ -49,6 +49,7 @@ class TradeIntent(Message):
     position_size_usd: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
     leverage: Leverage
     model: Code
+    #: ATR(14) / close, a fraction (0.012 = 1.2 %): the wiring map's name, kept on the wire
     atr_pct: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
     regime: Code
 
@@ -251,6 +252,7 @@ class MarketState(Message):
     p_mr: Fraction
     p_chop: Fraction
     regime: Code
+    #: ATR(14) / close, a fraction (0.012 = 1.2 %): the wiring map's name, kept on the wire
     atr_pct: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
 

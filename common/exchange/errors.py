@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from common.contracts.reasons import exchange_reason
+
 
 class ExchangeError(Exception):
     """Base of every error an exchange adapter raises; vendor errors are translated with ``from e``."""
@@ -40,7 +42,7 @@ class OrderRejected(ExchangeError):
 
     @property
     def reason_code(self) -> str:
-        return f"exchange:{self.code}"
+        return exchange_reason(self.code)
 
 
 class DuplicateClientOrderId(OrderRejected):

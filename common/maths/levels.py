@@ -26,8 +26,8 @@ class LevelParams:
     tp_min: float = 0.003
     sl_min: float = 0.001
     sl_max: float = 0.02
-    trailing_callback_pct: float = 0.008
-    min_stop_step_pct: float = 0.001
+    trailing_callback_frac: float = 0.008
+    min_stop_step_frac: float = 0.001
     fee_rate: Decimal = Decimal("0.0005")
     #: harvest split of the original position for leverage up to split_low_max_leverage ...
     split_low: Split = (0.3, 0.3, 0.4)
@@ -205,7 +205,7 @@ def advance(
     reached and not yet harvested gives a ``Harvest``, in order, each at most once; TP1 moves the stop
     to break-even. From TP1 on, the trailing stop follows the best price; its moves come out on the
     ``Harvest`` of the same mark or, between harvests, as ``MoveStop`` when they tighten the stop by at
-    least ``min_stop_step_pct``. After TP3 the ladder has no stage left and does nothing more (this is
+    least ``min_stop_step_frac``. After TP3 the ladder has no stage left and does nothing more (this is
     harvest_proposal's walk; exitbrain manages a position still open after TP3 on its own).
     """
     if state.stage >= 3:
@@ -220,7 +220,7 @@ def advance(
         stage += 1
         if stage == 1:
             stop = tighten(side, stop, breakeven_price(side, entry, params.fee_rate))
-        stop = tighten(side, stop, trailing_stop(side, better, params.trailing_callback_pct))
+        stop = tighten(side, stop, trailing_stop(side, better, params.trailing_callback_frac))
         actions.append(
             Harvest(
                 stage=stage,
@@ -230,8 +230,8 @@ def advance(
             )
         )
     if not actions and stage >= 1:
-        trailed = tighten(side, stop, trailing_stop(side, better, params.trailing_callback_pct))
-        if trailed != stop and stop_moved_enough(stop, trailed, params.min_stop_step_pct):
+        trailed = tighten(side, stop, trailing_stop(side, better, params.trailing_callback_frac))
+        if trailed != stop and stop_moved_enough(stop, trailed, params.min_stop_step_frac):
             stop = trailed
             actions.append(MoveStop(new_stop=stop))
     return replace(state, stage=stage, best_price=better, stop=stop), actions

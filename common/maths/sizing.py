@@ -18,7 +18,7 @@ class SizingParams:
     """The constants of entry sizing, with the DESIGN §7 defaults."""
 
     sl_atr_mult: float = 0.3
-    min_sl_pct: float = 0.03
+    min_sl_frac: float = 0.03
     reward_risk: float = 1.33
     leverage_cap: int = 10
     margin_fraction: float = 0.02
@@ -69,7 +69,7 @@ def size_entry(
         raise ValueError(f"atr_pct must be a finite non-negative fraction, got {atr_pct}")
 
     # Decimal arithmetic on the decimal reading of the floats: 0.10·0.3 is 0.030, not 0.030000000000000002.
-    sl_pct = max(to_decimal(atr_pct) * to_decimal(params.sl_atr_mult), to_decimal(params.min_sl_pct))
+    sl_pct = max(to_decimal(atr_pct) * to_decimal(params.sl_atr_mult), to_decimal(params.min_sl_frac))
     tp_pct = sl_pct * to_decimal(params.reward_risk)
     leverage = min(max_leverage, params.leverage_cap)
     margin_usd = balance * to_decimal(params.margin_fraction)

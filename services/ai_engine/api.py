@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from services.ai_engine.predictor import ModelStore, predict
 
-PREDICTIONS = Counter("ai_engine_predictions_total", "Predictions answered, by side", ["side"])
-NOT_READY = Counter("ai_engine_not_ready_total", "Predictions refused because no model is loaded")
+PREDICTIONS = Counter("qt_ai_engine_predictions_total", "Predictions answered, by side", ["side"])
+NOT_READY = Counter("qt_ai_engine_not_ready_total", "Predictions refused because no model is loaded")
 
 Cell = float | int | str
 

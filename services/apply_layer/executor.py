@@ -39,6 +39,7 @@ from common.contracts import (
     Decision,
     FillKind,
     Message,
+    PlanReason,
     PositionSide,
     now_ms,
 )
@@ -130,7 +131,7 @@ class Executor:
                     log.info("plan_already_settled", action=plan.action.value, decision=record.decision)
                     return Effects()
                 log.info("plan_duplicate", action=plan.action.value, first_decision=record.decision)
-                return self._result(Effects(), results.skip(plan, "duplicate_plan"))
+                return self._result(Effects(), results.skip(plan, PlanReason.DUPLICATE_PLAN))
             await self.router.flush_locked(plan.symbol)
             effects = await self._by_action[plan.action](plan, entry_id, record, started)
             for result in effects.published(Stream.APPLY_RESULT):
@@ -155,10 +156,10 @@ class Executor:
             assert rules is not None
             qty = rules.round_qty(plan.qty)
             if qty <= 0:
-                return self._finish_skip(plan, "below_step", entry_id)
+                return self._finish_skip(plan, PlanReason.BELOW_STEP, entry_id)
             position, agrees = await self._verified(plan, position, Decimal(0), alerts)
             if not agrees:
-                return self._finish_skip(plan, "risk_limit:reconcile_drift", entry_id).extend(alerts)
+                return self._finish_skip(plan, PlanReason.RECONCILE_DRIFT, entry_id).extend(alerts)
             try:
                 await self.exchange.set_leverage(plan.symbol, plan.leverage)
                 await mark_submitting(self.redis, plan, cid, entry_id, self.apply.record_ttl_s)
@@ -168,7 +169,7 @@ class Executor:
                 return self._finish_error(plan, e.reason_code, cid, started, entry_id)
             except TemporaryError as e:
                 log.warning("entry_not_placed", error=str(e))
-                return self._finish_error(plan, "exchange:unavailable", cid, started, entry_id)
+                return self._finish_error(plan, PlanReason.EXCHANGE_UNAVAILABLE, cid, started, entry_id)
         else:
             # placed before a crash: the position it joins is checked against the exchange too (a stop of
             # the position may have filled since), but the order exists and is booked whatever it says
@@ -242,7 +243,7 @@ class Executor:
             qty = (exit_quantity(plan, position, rules, price.mark_price if price else None) if rules
                    else position.quantity)
             if qty <= 0:
-                return self._finish_skip(plan, "below_step", entry_id)
+                return self._finish_skip(plan, PlanReason.BELOW_STEP, entry_id)
             await mark_submitting(self.redis, plan, cid, entry_id, self.apply.record_ttl_s)
             try:
                 # exits are retried until they go: a TemporaryError past the retries leaves the plan
@@ -278,9 +279,9 @@ class Executor:
         stop = rules.round_price(plan.new_stop_loss) if rules else plan.new_stop_loss
         if position.stop_loss is not None and (stop - position.stop_loss) * position.side.sign < 0:
             # a stop only ever tightens: an update that arrives late (after a tighter one) is refused
-            return self._finish_skip(plan, "stop_not_tighter", entry_id)
+            return self._finish_skip(plan, PlanReason.STOP_NOT_TIGHTER, entry_id)
         if rules is None:
-            return self._finish_skip(plan, "symbol_not_tradable", entry_id)
+            return self._finish_skip(plan, PlanReason.SYMBOL_NOT_TRADABLE, entry_id)
         try:
             # the new stop first, then the old one goes: the position is never without a stop
             after = await self.protector.replace_stop(position, rules, stop, cid)
@@ -302,7 +303,7 @@ class Executor:
         amount = theirs.position_amt if theirs is not None else Decimal(0)
         ours = book.signed(position)
         if ours == amount:
-            return self._finish_skip(plan, "no_drift", entry_id)
+            return self._finish_skip(plan, PlanReason.NO_DRIFT, entry_id)
         now = now_ms()
         effects = Effects()
         after: PositionRecord | None = None
@@ -344,7 +345,7 @@ class Executor:
         if record is not None:
             return Effects()
         log.warning("plan_dead_lettered", plan_id=message.plan_id, symbol=message.symbol, reason=reason[:200])
-        return self._finish_error(message, "dead_lettered", "", time.monotonic(), "")
+        return self._finish_error(message, PlanReason.DEAD_LETTERED, "", time.monotonic(), "")
 
     # --- shared steps ------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from common.contracts import ApplyPlan
+from common.contracts import ApplyPlan, PlanReason
 from common.ess import Ess
 from common.exchange.rules import SymbolRules
 from common.policy import Policy
@@ -31,44 +31,44 @@ class EntryFacts:
     entry_max_move_frac: float = 0.01
 
 
-def entry_gate(plan: ApplyPlan, facts: EntryFacts) -> str | None:
+def entry_gate(plan: ApplyPlan, facts: EntryFacts) -> PlanReason | None:
     """The reason code that stops this entry, or None when it may go."""
     assert plan.qty is not None and plan.leverage is not None and plan.side is not None
     if facts.now_ms - plan.ts > facts.entry_max_age_ms:
-        return "stale_plan"
+        return PlanReason.STALE_PLAN
     if facts.ess.tripped:
-        return "ess_tripped"
+        return PlanReason.ESS_TRIPPED
     if facts.rules is None or not facts.rules.tradable:
-        return "symbol_not_tradable"
+        return PlanReason.SYMBOL_NOT_TRADABLE
     if facts.reconcile_blocked:
-        return "risk_limit:reconcile_drift"
+        return PlanReason.RECONCILE_DRIFT
     if facts.cooldown_active:
-        return "cooldown_active"
+        return PlanReason.COOLDOWN_ACTIVE
     limits = facts.policy.limits
     if plan.symbol not in facts.policy.allowlist:
-        return "risk_limit:allowlist"
+        return PlanReason.ALLOWLIST
     moved = price_gate(plan, facts.mark_price, facts.entry_max_move_frac)
     if moved is not None:
         return moved
     held = facts.positions.get(plan.symbol)
     if held is not None and held.side is not plan.side.position_side:
-        return "risk_limit:opposite_position"
+        return PlanReason.OPPOSITE_POSITION
     if held is None and len(facts.positions) >= limits.max_open_positions:
-        return "risk_limit:max_open_positions"
+        return PlanReason.MAX_OPEN_POSITIONS
     if plan.leverage > min(limits.max_leverage, facts.rules.max_leverage):
-        return "risk_limit:max_leverage"
+        return PlanReason.MAX_LEVERAGE
     price = facts.mark_price or plan.entry_price
     assert price is not None
     notional = plan.qty * price
     if notional / plan.leverage > limits.max_margin_per_trade_usd:
-        return "risk_limit:margin_per_trade"
+        return PlanReason.MARGIN_PER_TRADE
     open_notional = sum((p.notional() for p in facts.positions.values()), Decimal(0))
     if open_notional + notional > limits.max_total_notional_usd:
-        return "risk_limit:total_notional"
+        return PlanReason.TOTAL_NOTIONAL
     return None
 
 
-def price_gate(plan: ApplyPlan, mark: Decimal | None, max_move_frac: float) -> str | None:
+def price_gate(plan: ApplyPlan, mark: Decimal | None, max_move_frac: float) -> PlanReason | None:
     """An entry the market has already left behind: the mark beyond its own stop-loss or take-profit
     (it would be closed at once, two fees and the slippage for nothing), or moved more than
     ``max_move_frac`` from the price it was sized at. No mark: nothing to judge here."""
@@ -77,20 +77,20 @@ def price_gate(plan: ApplyPlan, mark: Decimal | None, max_move_frac: float) -> s
         return None
     sign = plan.side.position_side.sign
     if plan.stop_loss is not None and (mark - plan.stop_loss) * sign <= 0:
-        return "price_beyond_levels"
+        return PlanReason.PRICE_BEYOND_LEVELS
     if plan.take_profit is not None and (plan.take_profit - mark) * sign <= 0:
-        return "price_beyond_levels"
+        return PlanReason.PRICE_BEYOND_LEVELS
     if plan.entry_price and abs(mark - plan.entry_price) > plan.entry_price * Decimal(repr(max_move_frac)):
-        return "price_moved"
+        return PlanReason.PRICE_MOVED
     return None
 
 
-def position_gate(plan: ApplyPlan, position: PositionRecord | None) -> str | None:
+def position_gate(plan: ApplyPlan, position: PositionRecord | None) -> PlanReason | None:
     """Exits and stop updates must name the position they mean (its entry plan)."""
     if position is None:
-        return "no_position"
+        return PlanReason.NO_POSITION
     if position.plan_id != plan.position_plan_id:
-        return "stale_plan"
+        return PlanReason.STALE_PLAN
     return None
 
 

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from common import streams
 from common.bus import Effects, commit
-from common.contracts import now_ms
+from common.contracts import PlanReason, now_ms
 from common.exchange.base import client_order_id
 from common.exchange.errors import ExchangeError
 from common.streams import Service, Stream
@@ -111,7 +111,7 @@ async def _settle_locked(executor: Executor, record: PlanRecord, *, periodic: bo
     effects: Effects
     if gone:
         # what the exchange did is recorded; nothing is sent
-        effects = await executor.abandon(plan, "dead_lettered")
+        effects = await executor.abandon(plan, PlanReason.DEAD_LETTERED)
     else:
         effects = await executor.execute(plan, record.entry_id)
     ack = (spec.key, Service.APPLY_LAYER, record.entry_id) if pending else None

@@ -13,7 +13,7 @@ reach exitbrain only as ``harvest.proposal`` messages. Per mark (:func:`evaluate
 3. the position held ``max_hold_ms`` or longer (when set) → ``FULL_CLOSE_PROPOSED`` ``time_exit``;
 4. the TP3 harvest (100 % of what is open) proposed ``close_retry_ms`` ago and the position still open →
    ``FULL_CLOSE_PROPOSED`` ``harvest_tp3``;
-5. a stop that tightened by at least ``min_stop_step_pct`` since the one last asked for → ``UPDATE_STOP``
+5. a stop that tightened by at least ``min_stop_step_frac`` since the one last asked for → ``UPDATE_STOP``
    (``stop_loss`` for the leverage-aware stop before TP1; after it the trailing stop follows the best mark).
 
 A full close in flight holds everything else back; if the position is still open ``close_retry_ms``
@@ -38,6 +38,7 @@ from common.contracts import (
     HarvestStage,
     MarketState,
     PositionSide,
+    ProposalIgnored,
 )
 from common.exit_levels import LadderParams, base_fractions, levels_of
 from common.maths.kill_score import KillScore, KillScoreParams, kill_score, regime_flipped
@@ -81,7 +82,7 @@ class ExitParams(LadderParams):
                                  w_ts_drop=e.w_ts_drop, w_age_penalty=e.w_age_penalty,
                                  threshold=e.kill_threshold, horizon_ms=e.kill_age_horizon_s * 1000),
             levels=LadderParams.levels_from(settings),
-            default_sl=settings.signal.min_sl_pct,
+            default_sl=settings.signal.min_sl_frac,
             reward_risk=settings.signal.reward_risk,
             close_retry_ms=int(e.close_retry_s * 1000),
             max_hold_ms=e.max_hold_s * 1000,
@@ -96,7 +97,7 @@ class Outcome:
     state: ExitState
     plans: list[ApplyPlan] = field(default_factory=list)
     kill: KillScore | None = None
-    ignored: str = ""
+    ignored: ProposalIgnored | None = None
 
 
 # --- the position's levels --------------------------------------------------------------------------
@@ -216,13 +217,13 @@ _STOP_REASONS_AFTER_TP1 = frozenset({ExitReason.BREAKEVEN.value, ExitReason.TRAI
 
 
 def _follow(position: PositionRecord, state: ExitState, mark: Decimal, params: ExitParams) -> ExitState:
-    """The best mark remembered; after TP1 the software stop trails it at ``trailing_callback_pct``
+    """The best mark remembered; after TP1 the software stop trails it at ``trailing_callback_frac``
     (before TP1 the leverage-aware stop holds)."""
     side = position.side
     best = best_price(side, state.peak_price, mark)
     stop = state.ladder_stop
     if state.stage >= 1:
-        stop = tighten(side, stop, trailing_stop(side, best, params.levels.trailing_callback_pct))
+        stop = tighten(side, stop, trailing_stop(side, best, params.levels.trailing_callback_frac))
     return state.with_changes(peak_price=best, ladder_stop=stop)
 
 
@@ -271,7 +272,7 @@ def _stop_update(position: PositionRecord, state: ExitState, now: int,
     new = state.ladder_stop
     if held is not None and (tighten(side, held, new) != new or new == held):
         return state, None
-    if not stop_moved_enough(held, new, params.levels.min_stop_step_pct):
+    if not stop_moved_enough(held, new, params.levels.min_stop_step_frac):
         return state, None
     if state.stage == 0:
         reason = ExitReason.STOP_LOSS
@@ -299,17 +300,17 @@ def on_proposal(proposal: HarvestProposal, position: PositionRecord | None, stat
     says why. The TP3 harvest is remembered: a position still open ``close_retry_ms`` later is closed in
     full by :func:`evaluate`."""
     if position is None:
-        return Outcome(state or _placeholder(proposal), ignored="no_position")
+        return Outcome(state or _placeholder(proposal), ignored=ProposalIgnored.NO_POSITION)
     current = current_state(position, state, market, params, now)
     if proposal.position_plan_id != position.plan_id:
-        return Outcome(current, ignored="not_the_current_position")
+        return Outcome(current, ignored=ProposalIgnored.NOT_THE_CURRENT_POSITION)
     if current.closing:
-        return Outcome(current, ignored="closing")
+        return Outcome(current, ignored=ProposalIgnored.CLOSING)
     target = TP_STAGES.get(proposal.stage)
     if target is None:
-        return Outcome(current, ignored="stop_stage")
+        return Outcome(current, ignored=ProposalIgnored.STOP_STAGE)
     if target <= current.stage or _stage_name(target) in current.proposed:
-        return Outcome(current, ignored="stage_done")
+        return Outcome(current, ignored=ProposalIgnored.STAGE_DONE)
     _, split = position_levels(position, current, params)
     out: list[ApplyPlan] = []
     proposed = set(current.proposed)
@@ -322,7 +323,7 @@ def on_proposal(proposal: HarvestProposal, position: PositionRecord | None, stat
     side = position.side
     best = best_price(side, current.peak_price, proposal.trigger_price)
     stop = tighten(side, current.ladder_stop, breakeven_price(side, position.entry_price, params.levels.fee_rate))
-    stop = tighten(side, stop, trailing_stop(side, best, params.levels.trailing_callback_pct))
+    stop = tighten(side, stop, trailing_stop(side, best, params.levels.trailing_callback_frac))
     moved = current.with_changes(stage=target, peak_price=best, ladder_stop=stop, proposed=frozenset(proposed),
                                  updated_at=now)
     if target == 3:

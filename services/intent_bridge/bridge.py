@@ -11,20 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.contracts import Action, ApplyPlan, TradeIntent, plain_decimal
+from common.contracts import Action, ApplyPlan, IntentRefusal, TradeIntent, plain_decimal
 from common.exchange.rules import SymbolRules
 from common.ids import entry_plan_id
 from common.policy import Policy
-
-NOT_IN_ALLOWLIST = "SKIP_INTENT_SYMBOL_NOT_IN_ALLOWLIST"
-NOT_TRADABLE = "SKIP_INTENT_NOT_TRADABLE"
-STALE = "SKIP_INTENT_STALE"
-ABOVE_MAX_LEVERAGE = "SKIP_INTENT_ABOVE_MAX_LEVERAGE"
-ABOVE_MARGIN_CAP = "SKIP_INTENT_ABOVE_MARGIN_CAP"
-BELOW_MIN_QTY = "SKIP_INTENT_BELOW_MIN_QTY"
-BELOW_MIN_NOTIONAL = "SKIP_INTENT_BELOW_MIN_NOTIONAL"
-ABOVE_MAX_QTY = "SKIP_INTENT_ABOVE_MAX_QTY"
-ABOVE_NOTIONAL_CAP = "SKIP_INTENT_ABOVE_NOTIONAL_CAP"
 
 #: the ``kind`` of a policy.audit entry for a refused intent
 INTENT_REFUSED = "INTENT_REFUSED"
@@ -34,7 +24,7 @@ INTENT_REFUSED = "INTENT_REFUSED"
 class Refusal:
     """Why an intent opens nothing: a reason code and the numbers behind it."""
 
-    reason: str
+    reason: IntentRefusal
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -44,33 +34,33 @@ def bridge(intent: TradeIntent, policy: Policy, rules: SymbolRules | None, *, no
     list it), or why it is refused. ``max_age_ms``: an intent older than this would only become a stale
     plan (apply_layer skips those), so it is refused here with its age."""
     if intent.symbol not in policy.allowlist:
-        return Refusal(NOT_IN_ALLOWLIST, {"policy_version": policy.version})
+        return Refusal(IntentRefusal.NOT_IN_ALLOWLIST, {"policy_version": policy.version})
     if rules is None or not rules.tradable:
-        return Refusal(NOT_TRADABLE, {"status": rules.status if rules else "not listed"})
+        return Refusal(IntentRefusal.NOT_TRADABLE, {"status": rules.status if rules else "not listed"})
     age_ms = now_ms - intent.ts
     if age_ms > max_age_ms:
-        return Refusal(STALE, {"age_ms": age_ms, "max_age_ms": max_age_ms})
+        return Refusal(IntentRefusal.STALE, {"age_ms": age_ms, "max_age_ms": max_age_ms})
     limits = policy.limits
     max_leverage = min(limits.max_leverage, rules.max_leverage)
     if intent.leverage > max_leverage:
-        return Refusal(ABOVE_MAX_LEVERAGE, {"leverage": intent.leverage, "max_leverage": max_leverage})
+        return Refusal(IntentRefusal.ABOVE_MAX_LEVERAGE, {"leverage": intent.leverage, "max_leverage": max_leverage})
     margin = intent.position_size_usd
     if margin > limits.max_margin_per_trade_usd:
-        return Refusal(ABOVE_MARGIN_CAP, {"margin_usd": plain_decimal(margin),
+        return Refusal(IntentRefusal.ABOVE_MARGIN_CAP, {"margin_usd": plain_decimal(margin),
                                           "max_margin_per_trade_usd": plain_decimal(limits.max_margin_per_trade_usd)})
     qty = rules.round_qty(margin * intent.leverage / intent.entry_price)
     notional = qty * intent.entry_price
     sized = {"qty": plain_decimal(qty), "notional_usd": plain_decimal(notional),
              "step_size": plain_decimal(rules.step_size)}
     if qty <= 0 or qty < rules.min_qty:
-        return Refusal(BELOW_MIN_QTY, {**sized, "min_qty": plain_decimal(rules.min_qty)})
+        return Refusal(IntentRefusal.BELOW_MIN_QTY, {**sized, "min_qty": plain_decimal(rules.min_qty)})
     if notional < rules.min_notional:
-        return Refusal(BELOW_MIN_NOTIONAL, {**sized, "min_notional": plain_decimal(rules.min_notional)})
+        return Refusal(IntentRefusal.BELOW_MIN_NOTIONAL, {**sized, "min_notional": plain_decimal(rules.min_notional)})
     if qty > rules.market_max_qty:
-        return Refusal(ABOVE_MAX_QTY, {**sized, "max_qty": plain_decimal(rules.market_max_qty)})
+        return Refusal(IntentRefusal.ABOVE_MAX_QTY, {**sized, "max_qty": plain_decimal(rules.market_max_qty)})
     if notional > limits.max_total_notional_usd:
         cap = plain_decimal(limits.max_total_notional_usd)
-        return Refusal(ABOVE_NOTIONAL_CAP, {**sized, "max_total_notional_usd": cap})
+        return Refusal(IntentRefusal.ABOVE_NOTIONAL_CAP, {**sized, "max_total_notional_usd": cap})
     return ApplyPlan(
         source=source,
         trace_id=intent.trace_id,

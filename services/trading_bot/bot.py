@@ -28,11 +28,11 @@ from services.trading_bot.window import KlineWindows, kline_row, parse
 
 log = structlog.get_logger()
 
-SIGNALS = Counter("trading_bot_signals_total", "Signals on closed klines, by model kind and outcome",
+SIGNALS = Counter("qt_trading_bot_signals_total", "Signals on closed klines, by model kind and outcome",
                   ["kind", "outcome"])
-AI_FALLBACKS = Counter("trading_bot_ai_fallbacks_total", "Signals that fell back from ai_engine, by reason",
+AI_FALLBACKS = Counter("qt_trading_bot_ai_fallbacks_total", "Signals that fell back from ai_engine, by reason",
                        ["reason"])
-INTENTS = Counter("trading_bot_intents_total", "trade.intent entries published, by origin", ["origin"])
+INTENTS = Counter("qt_trading_bot_intents_total", "trade.intent entries published, by origin", ["origin"])
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ CENT = Decimal("0.01")
 
 
 def sizing_params(signal: SignalSettings) -> SizingParams:
-    return SizingParams(sl_atr_mult=signal.sl_atr_mult, min_sl_pct=signal.min_sl_pct,
+    return SizingParams(sl_atr_mult=signal.sl_atr_mult, min_sl_frac=signal.min_sl_frac,
                         reward_risk=signal.reward_risk, leverage_cap=signal.leverage_cap,
                         margin_fraction=signal.margin_fraction)
 

@@ -13,7 +13,7 @@ import redis
 
 from common import keys
 from common.bus.effects import Publish, queue_ops
-from common.contracts import ApplyPlan, DeadLetter, PolicyAudit, TradeIntent, decode
+from common.contracts import ApplyPlan, DeadLetter, IntentRefusal, PolicyAudit, TradeIntent, decode
 from common.market import rules_mapping
 from common.streams import Service, Stream
 from services.intent_bridge import bridge as b
@@ -76,8 +76,8 @@ def test_intents_become_plans_or_audited_refusals(redis_url: str, tmp_path: Path
 
         entries = audits(client)
         assert [(a.kind, a.reason, a.details["symbol"]) for a in entries] == [
-            *[(b.INTENT_REFUSED, b.NOT_IN_ALLOWLIST, "ANKRUSDT")] * 3,
-            (b.INTENT_REFUSED, b.NOT_TRADABLE, "币安人生USDT")]
+            *[(b.INTENT_REFUSED, IntentRefusal.NOT_IN_ALLOWLIST, "ANKRUSDT")] * 3,
+            (b.INTENT_REFUSED, IntentRefusal.NOT_TRADABLE, "币安人生USDT")]
         assert [a.details["intent_id"] for a in entries[:3]] == [i.intent_id for i in refused[:3]]
         assert entries[3].details["status"] == "BREAK" and entries[3].trace_id == refused[3].trace_id
         assert len(plans(client)) == 3  # nothing refused became a plan
@@ -90,7 +90,7 @@ def test_intents_become_plans_or_audited_refusals(redis_url: str, tmp_path: Path
 
         logged = log_events(proc, "intent_refused")
         assert [(line["reason"], line["symbol"]) for line in logged] == [
-            (b.NOT_IN_ALLOWLIST, "ANKRUSDT"), (b.NOT_TRADABLE, "币安人生USDT")]
+            (IntentRefusal.NOT_IN_ALLOWLIST, "ANKRUSDT"), (IntentRefusal.NOT_TRADABLE, "币安人生USDT")]
         assert len(log_events(proc, "symbol_rules_from_file")) == 1
         proc.terminate()  # the exit code is the runner's (tests/integration/test_runner.py)
     finally:

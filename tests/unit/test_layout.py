@@ -97,3 +97,18 @@ def test_decision_code_imports_no_io() -> None:
     files = [f for d in DECISIONS for f in ((REPO / d).rglob("*.py") if (REPO / d).is_dir() else [REPO / d])]
     wrong = {str(f.relative_to(REPO)): sorted(_reach(f) & IO) for f in files}
     assert {f: io for f, io in wrong.items() if io} == {}
+
+
+def test_every_metric_of_the_fleet_is_named_qt() -> None:
+    """Every metric a module of the fleet registers starts with ``qt_`` (the client library's own
+    ``python_*`` and ``process_*`` aside), so a dashboard finds them all under one prefix."""
+    import importlib
+
+    from prometheus_client import REGISTRY
+
+    for path in sorted((REPO / "services").rglob("*.py")) + sorted((REPO / "common").rglob("*.py")):
+        if path.name != "__main__.py":
+            importlib.import_module(".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"))
+    names = {metric.name for metric in REGISTRY.collect()}
+    ours = {n for n in names if not n.startswith(("python_", "process_"))}
+    assert ours and {n for n in ours if not n.startswith("qt_")} == set()

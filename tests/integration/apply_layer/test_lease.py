@@ -196,18 +196,26 @@ def test_a_standby_rides_out_a_redis_restart(own_redis: EmbeddedRedis, tmp_path:
 
 
 def test_sigterm_during_a_send_finishes_the_plan_and_protects_it(redis_url: str, tmp_path: Path) -> None:
-    """SIGTERM arrives while an entry's order is on its way (each exchange call takes 1.5 s): the lease
-    is still renewed while the plan in hand finishes, so the entry is booked with its result and its stop
-    is placed before the process exits 0 and releases the lease."""
+    """SIGTERM arrives while an entry's order is on its way; each exchange call takes 4 s, so finishing the
+    plan outlasts the lease's 2 s TTL. The lease stays held (renewed) the whole time the plan is in hand —
+    no standby could take over and settle it under the stopping instance — the entry is booked with its
+    result and its stop is placed, and only then does the process exit 0 and release the lease."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     _prices(client)
-    proc = _start(redis_url, "1", tmp_path, QT_PAPER__LATENCY_MS="1500")
+    proc = _start(redis_url, "1", tmp_path, QT_PAPER__LATENCY_MS="4000")
     try:
         poll_sync(lambda: "service_ready" in proc.log(), timeout_s=30)
+        owner = client.get(keys.apply_lease())
         plan = entry("sigterm-midsend", qty="0.01")
         client.xadd(keys.stream(Stream.APPLY_PLAN), encode(plan))  # type: ignore[arg-type]
         poll_sync(lambda: client.hget(keys.apply_plan(plan.plan_id), "state") == "SUBMITTING", timeout_s=30)
-        assert proc.terminate(timeout_s=40) == 0
+        assert proc.popen is not None
+        proc.popen.send_signal(15)
+        while not results(client):  # sampling the lease over the drain, not a synchronisation
+            assert client.get(keys.apply_lease()) == owner
+            assert proc.alive
+            time.sleep(0.1)
+        assert proc.popen.wait(40) == 0
         [result] = results(client)
         assert result.decision is Decision.EXECUTE
         position = client.hgetall(keys.position("BTCUSDT"))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from common.config import DEFAULT_CONFIG_DIR
-from common.contracts import Action, ApplyPlan, Side, TradeIntent, now_ms
+from common.contracts import Action, ApplyPlan, IntentRefusal, Side, TradeIntent, now_ms
 from common.exchange.rules import SymbolRules, load_rules_file
 from common.policy import Limits, Policy
 from services.intent_bridge import bridge as b
@@ -79,10 +79,10 @@ def test_same_intent_same_plan_id() -> None:
 
 @pytest.mark.parametrize(("symbol", "in_policy", "status", "reason"), [
     ("BTCUSDT", True, "TRADING", None),
-    ("ANKRUSDT", False, "TRADING", b.NOT_IN_ALLOWLIST),      # tradable but not allowed
-    ("BTCUSDT", True, "BREAK", b.NOT_TRADABLE),              # allowed but halted
-    ("DOGEUSDT", True, None, b.NOT_TRADABLE),                # allowed but not listed
-    ("CHESSUSDT", False, None, b.NOT_IN_ALLOWLIST),          # neither
+    ("ANKRUSDT", False, "TRADING", IntentRefusal.NOT_IN_ALLOWLIST),      # tradable but not allowed
+    ("BTCUSDT", True, "BREAK", IntentRefusal.NOT_TRADABLE),              # allowed but halted
+    ("DOGEUSDT", True, None, IntentRefusal.NOT_TRADABLE),                # allowed but not listed
+    ("CHESSUSDT", False, None, IntentRefusal.NOT_IN_ALLOWLIST),          # neither
 ])
 def test_allowlist_intersected_with_tradable(symbol: str, in_policy: bool, status: str | None,
                                              reason: str | None) -> None:
@@ -112,10 +112,10 @@ def test_below_min_quantity_and_min_notional() -> None:
     0.0008 rounds to 0, under the 0.001 minimum quantity."""
     notional = decide(make_intent(margin="6"))
     qty = decide(make_intent(margin="4"))
-    assert isinstance(notional, b.Refusal) and notional.reason == b.BELOW_MIN_NOTIONAL
+    assert isinstance(notional, b.Refusal) and notional.reason == IntentRefusal.BELOW_MIN_NOTIONAL
     assert notional.details == {"qty": "0.001", "notional_usd": "50.000", "step_size": "0.001",
                                 "min_notional": "100"}
-    assert isinstance(qty, b.Refusal) and qty.reason == b.BELOW_MIN_QTY and qty.details["qty"] == "0.000"
+    assert isinstance(qty, b.Refusal) and qty.reason == IntentRefusal.BELOW_MIN_QTY and qty.details["qty"] == "0.000"
 
 
 def test_policy_caps_notional_margin_and_leverage() -> None:
@@ -125,11 +125,11 @@ def test_policy_caps_notional_margin_and_leverage() -> None:
     over_notional = decide(make_intent(), capped)
     over_margin = decide(make_intent(margin="600", leverage=2))
     over_leverage = decide(make_intent(leverage=25))
-    assert isinstance(over_notional, b.Refusal) and over_notional.reason == b.ABOVE_NOTIONAL_CAP
+    assert isinstance(over_notional, b.Refusal) and over_notional.reason == IntentRefusal.ABOVE_NOTIONAL_CAP
     assert over_notional.details["notional_usd"] == "2000.000"
     assert over_notional.details["max_total_notional_usd"] == "1500"
-    assert isinstance(over_margin, b.Refusal) and over_margin.reason == b.ABOVE_MARGIN_CAP
-    assert isinstance(over_leverage, b.Refusal) and over_leverage.reason == b.ABOVE_MAX_LEVERAGE
+    assert isinstance(over_margin, b.Refusal) and over_margin.reason == IntentRefusal.ABOVE_MARGIN_CAP
+    assert isinstance(over_leverage, b.Refusal) and over_leverage.reason == IntentRefusal.ABOVE_MAX_LEVERAGE
     assert over_leverage.details == {"leverage": 25, "max_leverage": 20}
     at_cap = decide(make_intent(), Policy(allowlist=POLICY.allowlist,
                                           limits=Limits(max_total_notional_usd=D("2000"))))
@@ -140,7 +140,7 @@ def test_stale_intent_is_refused_with_its_age() -> None:
     """An intent older than apply_layer's entry age limit would only be a stale plan: refused here."""
     intent = make_intent(ts=now_ms() - MAX_AGE_MS - 5_000)
     outcome = decide(intent, now=intent.ts + MAX_AGE_MS + 5_000)
-    assert isinstance(outcome, b.Refusal) and outcome.reason == b.STALE
+    assert isinstance(outcome, b.Refusal) and outcome.reason == IntentRefusal.STALE
     assert outcome.details["age_ms"] == MAX_AGE_MS + 5_000
 
 
@@ -148,12 +148,12 @@ def test_log_once_per_reason_and_symbol_per_minute() -> None:
     """The first refusal of a (reason, symbol) in a minute is logged; repeats are counted and reported
     with the next line after the minute; another symbol or reason has its own minute."""
     limiter = OncePerWindow(window_ms=60_000)
-    key = (b.NOT_IN_ALLOWLIST, "CHESSUSDT")
+    key = (IntentRefusal.NOT_IN_ALLOWLIST, "CHESSUSDT")
     assert limiter.allow(key, 1_000) == (True, 0)
     assert limiter.allow(key, 2_000) == (False, 0)
     assert limiter.allow(key, 60_999) == (False, 0)
-    assert limiter.allow((b.NOT_IN_ALLOWLIST, "ANKRUSDT"), 3_000) == (True, 0)
-    assert limiter.allow((b.NOT_TRADABLE, "CHESSUSDT"), 3_000) == (True, 0)
+    assert limiter.allow((IntentRefusal.NOT_IN_ALLOWLIST, "ANKRUSDT"), 3_000) == (True, 0)
+    assert limiter.allow((IntentRefusal.NOT_TRADABLE, "CHESSUSDT"), 3_000) == (True, 0)
     assert limiter.allow(key, 61_000) == (True, 2)
     assert limiter.allow(key, 61_001) == (False, 0)
 
@@ -162,7 +162,7 @@ def test_log_limiter_memory_is_bounded() -> None:
     """However many symbols are refused, at most max_keys windows are remembered (oldest forgotten)."""
     limiter = OncePerWindow(window_ms=60_000, max_keys=100)
     for i in range(1_000):
-        limiter.allow((b.NOT_IN_ALLOWLIST, f"S{i}USDT"), 1_000)
+        limiter.allow((IntentRefusal.NOT_IN_ALLOWLIST, f"S{i}USDT"), 1_000)
     assert len(limiter) == 100
-    assert limiter.allow((b.NOT_IN_ALLOWLIST, "S999USDT"), 2_000) == (False, 0)
-    assert limiter.allow((b.NOT_IN_ALLOWLIST, "S0USDT"), 2_000) == (True, 0)
+    assert limiter.allow((IntentRefusal.NOT_IN_ALLOWLIST, "S999USDT"), 2_000) == (False, 0)
+    assert limiter.allow((IntentRefusal.NOT_IN_ALLOWLIST, "S0USDT"), 2_000) == (True, 0)

@@ -66,7 +66,7 @@ def test_leverage_is_the_symbol_max_capped_at_ten(max_leverage: int, expected: i
 
 def test_params_change_the_constants() -> None:
     """Every constant comes from SizingParams: cap 20, margin 5 %, R:R 2, floor 1 %, multiplier 0.5."""
-    params = SizingParams(sl_atr_mult=0.5, min_sl_pct=0.01, reward_risk=2.0, leverage_cap=20, margin_fraction=0.05)
+    params = SizingParams(sl_atr_mult=0.5, min_sl_frac=0.01, reward_risk=2.0, leverage_cap=20, margin_fraction=0.05)
 
     sizing = size_entry(Side.SELL, Decimal("10"), 0.04, Decimal("1000"), max_leverage=50, params=params)
 
