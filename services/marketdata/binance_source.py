@@ -6,33 +6,40 @@ klines missed after every reconnect or skipped between two closed klines. The we
 reconnected with capped, jittered backoff when it fails, reports an error, or stays silent for
 ``stale_after_s``.
 
-python-binance is the REST client and names the stream hosts; the websocket itself is an aiohttp
+REST goes through the adapter's one client (:class:`~common.exchange.binance.client.BinanceClient`,
+its errors translated); python-binance names the stream hosts; the websocket itself is an aiohttp
 connection, reconnected here (python-binance's own socket reconnects on its own, behind the
-caller's back, and so would hide the gaps that need a backfill).
-
-The wire schemas end here: :func:`parse_ws_message` and :func:`parse_rest_klines` are pure and turn
-Binance payloads into Decimal-valued events and :class:`~services.marketdata.klines.Kline` values.
+caller's back, and so would hide the gaps that need a backfill). The messages are parsed by
+:mod:`common.exchange.binance.market`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from collections.abc import AsyncIterator, Callable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
 import structlog
-from binance import AsyncClient, BinanceSocketManager
-from binance.exceptions import BinanceAPIException
+from binance import BinanceSocketManager
 
 from common.backoff import Backoff, pause
 from common.config import Settings
 from common.contracts import now_ms
-from common.exchange.binance import futures_root
-from common.exchange.binance_errors import TRANSPORT_ERRORS
+from common.exchange.binance.client import BinanceClient
+from common.exchange.binance.market import (
+    REST_LIMIT,
+    BadMessage,
+    MarkPrice,
+    StreamError,
+    WsEvent,
+    parse_rest_klines,
+    parse_ws_message,
+    stream_names,
+)
+from common.exchange.errors import ExchangeError
 from common.klines import Kline, interval_ms
 from services.marketdata.publisher import Batch, Tick
 
@@ -44,122 +51,10 @@ FLUSH_S = 0.1
 IDLE_S = 1.0
 #: websocket ping interval (Binance pings every few minutes and drops a silent client)
 WS_HEARTBEAT_S = 30.0
-#: Binance serves at most this many klines per REST call
-REST_LIMIT = 1_500
-
-
-class BadMessage(ValueError):
-    """A websocket message that does not have the shape of its event type (logged and skipped)."""
 
 
 class WebsocketDown(ConnectionError):
     """The websocket reported an error or went silent: reconnect (usually resolves itself)."""
-
-
-@dataclass(frozen=True)
-class MarkPrice:
-    """A ``markPriceUpdate`` event."""
-
-    symbol: str
-    mark_price: Decimal
-    index_price: Decimal
-    event_time: int
-
-
-@dataclass(frozen=True)
-class KlineUpdate:
-    """A ``kline`` event: the kline so far (``closed`` once its interval ended)."""
-
-    kline: Kline
-    event_time: int
-
-
-@dataclass(frozen=True)
-class StreamError:
-    """The error python-binance puts on the socket's queue when its connection fails."""
-
-    kind: str
-    message: str
-
-
-WsEvent = MarkPrice | KlineUpdate | StreamError
-
-
-def _price(data: Mapping[str, Any], field: str) -> Decimal:
-    try:
-        value = Decimal(str(data[field]))
-    except (KeyError, InvalidOperation) as e:
-        raise BadMessage(f"{field}: missing or not a number") from e
-    if not value.is_finite() or value <= 0:
-        raise BadMessage(f"{field}: must be a positive number, got {data[field]!r}")
-    return value
-
-
-def _mark_price(data: Mapping[str, Any]) -> MarkPrice:
-    return MarkPrice(symbol=str(data["s"]), mark_price=_price(data, "p"),
-                     index_price=_price(data, "i") if data.get("i") not in (None, "") else _price(data, "p"),
-                     event_time=int(data["E"]))
-
-
-def _kline(data: Mapping[str, Any]) -> KlineUpdate:
-    k = data["k"]
-    o, h, low, c = (_price(k, f) for f in ("o", "h", "l", "c"))
-    try:
-        volume = Decimal(str(k["v"]))
-    except (KeyError, InvalidOperation) as e:
-        raise BadMessage("v: missing or not a number") from e
-    if not volume.is_finite() or volume < 0:
-        raise BadMessage(f"v: must not be negative, got {k['v']!r}")
-    if low > min(o, c) or h < max(o, c):
-        raise BadMessage(f"inconsistent kline: o={o} h={h} l={low} c={c}")
-    closed = k["x"]
-    if not isinstance(closed, bool):
-        raise BadMessage(f"x: not a boolean: {closed!r}")
-    kline = Kline(symbol=str(k.get("s") or data["s"]), interval=str(k["i"]), open_time=int(k["t"]),
-                  open=o, high=h, low=low, close=c, volume=volume, closed=closed)
-    return KlineUpdate(kline, int(data["E"]))
-
-
-def _error(data: Mapping[str, Any]) -> StreamError:
-    return StreamError(kind=str(data.get("type", "")), message=str(data.get("m", "")))
-
-
-_PARSERS: dict[str, Callable[[Mapping[str, Any]], WsEvent]] = {
-    "markPriceUpdate": _mark_price,
-    "kline": _kline,
-    "error": _error,
-}
-
-
-def parse_ws_message(message: Mapping[str, Any]) -> WsEvent | None:
-    """One websocket message (combined-stream ``{"stream", "data"}`` or bare) as an event; None for
-    event types this source does not use. Raises :class:`BadMessage` for a malformed one."""
-    data = message.get("data") if "stream" in message else message
-    if not isinstance(data, Mapping):
-        raise BadMessage("data: not an object")
-    parser = _PARSERS.get(str(data.get("e", "")))
-    if parser is None:
-        return None
-    try:
-        return parser(data)
-    except BadMessage:
-        raise
-    except (KeyError, TypeError, ValueError) as e:
-        raise BadMessage(f"{data.get('e')}: {type(e).__name__}: {e}") from e
-
-
-def parse_rest_klines(rows: Sequence[Sequence[Any]], symbol: str, interval: str, now: int) -> list[Kline]:
-    """The closed klines among REST rows ``[open_time, o, h, l, c, v, close_time, ...]`` (a row whose
-    interval has not ended by ``now`` is the kline in progress, and left out)."""
-    length = interval_ms(interval)
-    klines = []
-    for row in rows:
-        open_time = int(row[0])
-        if open_time + length > now:
-            continue
-        o, h, low, c, v = (Decimal(str(x)) for x in row[1:6])
-        klines.append(Kline(symbol, interval, open_time, o, h, low, c, v, True))
-    return klines
 
 
 def missing_klines(last_open: int | None, open_time: int, kline_ms: int) -> int:
@@ -172,15 +67,6 @@ def missing_klines(last_open: int | None, open_time: int, kline_ms: int) -> int:
     return (open_time - last_open) // kline_ms - 1
 
 
-def stream_names(symbols: Sequence[str], interval: str) -> list[str]:
-    """The combined-stream names: mark price every second and klines, per symbol."""
-    names = []
-    for symbol in symbols:
-        lower = symbol.lower()
-        names += [f"{lower}@markPrice@1s", f"{lower}@kline_{interval}"]
-    return names
-
-
 class BinanceFeed:
     """Live market data of ``symbols`` from Binance USD-M (testnet when the exchange is)."""
 
@@ -189,7 +75,9 @@ class BinanceFeed:
     def __init__(self, settings: Settings, symbols: Sequence[str], *, clock: Callable[[], int] = now_ms) -> None:
         self.md = settings.marketdata
         self.bn = settings.binance
-        self.testnet = settings.exchange == "binance-testnet"
+        #: REST (klines) without keys: market data is public
+        self.client = BinanceClient.from_settings(settings, keys=False)
+        self.testnet = self.client.testnet
         self.symbols = list(symbols)
         self.interval = self.md.kline_interval
         self.kline_ms = interval_ms(self.interval)
@@ -197,42 +85,24 @@ class BinanceFeed:
         self.backoff = Backoff(self.bn.backoff_initial_ms / 1000, self.bn.backoff_max_ms / 1000)
         self.last_closed: dict[str, int] = {}
         self.last_trade: dict[str, Decimal] = {}
-        self.client: AsyncClient | None = None
         self.session: aiohttp.ClientSession | None = None
         #: counts for logs and tests
         self.connects = self.bad_messages = self.backfilled = 0
 
     # --- REST --------------------------------------------------------------------------------------
 
-    def open_client(self) -> AsyncClient:
-        """A python-binance client (no keys: market data is public), pointed at ``binance.base_url``
-        when set. Built inside the running loop, without ``create()`` (it pings spot)."""
-        timeout = aiohttp.ClientTimeout(total=self.bn.timeout_s, sock_connect=min(self.bn.timeout_s, 5.0) / 2)
-        client = AsyncClient(None, None, requests_params={"timeout": timeout}, testnet=self.testnet)
-        if self.bn.base_url:
-            url = futures_root(self.bn.base_url) + "/fapi"
-            if self.testnet:
-                client.FUTURES_TESTNET_URL = url
-            else:
-                client.FUTURES_URL = url
-        self.client = client
-        return client
-
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
             self.session = None
-        if self.client is not None:
-            await self.client.close_connection()
-            self.client = None
+        await self.client.close()
 
     async def fetch_klines(self, symbol: str, *, limit: int, start_ms: int | None = None) -> list[Kline]:
         """Closed klines of ``symbol`` from REST: the last ``limit`` ones, or ``limit`` from ``start_ms``."""
-        assert self.client is not None, "open_client() first"
         params: dict[str, Any] = {"symbol": symbol, "interval": self.interval, "limit": min(limit, REST_LIMIT)}
         if start_ms is not None:
             params["startTime"] = start_ms
-        rows = await self.client.futures_klines(**params)
+        rows = await self.client.call("futures_klines", mutation=False, **params)
         return parse_rest_klines(rows, symbol, self.interval, self.clock())
 
     async def backfill(self) -> list[Kline]:
@@ -249,7 +119,7 @@ class BinanceFeed:
                     klines = klines[-self.md.backfill_klines:]
                 else:
                     klines = await self.fetch_klines(symbol, limit=REST_LIMIT, start_ms=last + self.kline_ms)
-            except (BinanceAPIException, *TRANSPORT_ERRORS) as e:
+            except ExchangeError as e:
                 log.warning("binance_backfill_failed", symbol=symbol, error=repr(e))
                 continue
             klines = [k for k in klines if last is None or k.open_time > last]
@@ -286,7 +156,7 @@ class BinanceFeed:
             assert last is not None
             try:
                 gap = await self.fetch_klines(kline.symbol, limit=REST_LIMIT, start_ms=last + self.kline_ms)
-            except (BinanceAPIException, *TRANSPORT_ERRORS) as e:
+            except ExchangeError as e:
                 log.warning("binance_gap_fill_failed", symbol=kline.symbol, error=repr(e))
                 gap = []
             filled = [k for k in gap if last < k.open_time < kline.open_time]
@@ -340,7 +210,7 @@ class BinanceFeed:
                 yield batch
 
     async def batches(self, stop: asyncio.Event) -> AsyncIterator[Batch]:
-        self.open_client()
+        self.client.open()
         self.session = aiohttp.ClientSession()
         try:
             yield Batch(klines=await self.backfill())

@@ -36,9 +36,9 @@ async def setup(ctx: ServiceContext) -> None:
 
     async def snapshot() -> None:
         snaps = await take_snapshots(ctx.redis, exchange, monitor.snapshot_interval_s, now_ms())
-        held = [s for s in snaps if s.position_amt != 0]
+        held = [s for s in snaps if s.position.position_amt != 0]
         METRICS.open_positions.set(len(held))
-        METRICS.unrealized.set(float(sum(s.unrealized_pnl for s in held)))
+        METRICS.unrealized.set(float(sum(s.position.unrealized_pnl for s in held)))
         last_snapshot["at"] = now_ms()
 
     async def reconcile() -> None:

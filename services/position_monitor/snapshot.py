@@ -9,7 +9,7 @@ position_monitor stops, and is deleted once neither side holds the symbol.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from redis.asyncio import Redis
@@ -30,32 +30,30 @@ TTL_INTERVALS = 10
 
 @dataclass(frozen=True)
 class Snapshot:
-    symbol: str
-    position_amt: Decimal
-    entry_price: Decimal
-    mark_price: Decimal
-    unrealized_pnl: Decimal
-    leverage: int
-    liquidation_price: Decimal
+    """The exchange's position of a symbol as snapshotted: when, and under which trace."""
+
+    position: ExchangePosition
     synced_at: int
     trace_id: str
 
     def to_hash(self) -> dict[str, str]:
+        p = self.position
         return {
-            "position_amt": plain_decimal(self.position_amt),
-            "entry_price": plain_decimal(self.entry_price),
-            "mark_price": plain_decimal(self.mark_price),
-            "unrealized_pnl": plain_decimal(self.unrealized_pnl),
-            "leverage": str(self.leverage),
-            "liquidation_price": plain_decimal(self.liquidation_price),
+            "position_amt": plain_decimal(p.position_amt),
+            "entry_price": plain_decimal(p.entry_price),
+            "mark_price": plain_decimal(p.mark_price),
+            "unrealized_pnl": plain_decimal(p.unrealized_pnl),
+            "leverage": str(p.leverage),
+            "liquidation_price": plain_decimal(p.liquidation_price),
             "synced_at": str(self.synced_at),
         }
 
     def message(self) -> PositionSnapshot:
-        return PositionSnapshot(source=Service.POSITION_MONITOR, trace_id=self.trace_id, symbol=self.symbol,
-                                position_amt=self.position_amt, entry_price=self.entry_price,
-                                mark_price=self.mark_price, unrealized_pnl=self.unrealized_pnl,
-                                leverage=self.leverage, liquidation_price=self.liquidation_price)
+        p = self.position
+        return PositionSnapshot(source=Service.POSITION_MONITOR, trace_id=self.trace_id, symbol=p.symbol,
+                                position_amt=p.position_amt, entry_price=p.entry_price,
+                                mark_price=p.mark_price, unrealized_pnl=p.unrealized_pnl,
+                                leverage=p.leverage, liquidation_price=p.liquidation_price)
 
 
 def _is_trace(text: str) -> bool:
@@ -69,20 +67,21 @@ def build_snapshot(symbol: str, held: ExchangePosition | None, ours: PositionRec
     trace_id = ours.trace_id if ours is not None and _is_trace(ours.trace_id) else new_trace_id()
     if held is None:
         mark = price.mark_price if price else (ours.entry_price if ours else ZERO)
-        return Snapshot(symbol, ZERO, ZERO, mark, ZERO, ours.leverage if ours else 1, ZERO, now, trace_id)
+        flat = ExchangePosition(symbol, ZERO, ZERO, mark, ZERO, ours.leverage if ours else 1, ZERO)
+        return Snapshot(flat, synced_at=now, trace_id=trace_id)
     mark = price.mark_price if price else held.mark_price
-    return Snapshot(
-        symbol=symbol, position_amt=held.position_amt, entry_price=held.entry_price, mark_price=mark,
-        unrealized_pnl=(mark - held.entry_price) * held.position_amt,
+    marked = replace(
+        held, symbol=symbol, mark_price=mark, unrealized_pnl=(mark - held.entry_price) * held.position_amt,
         leverage=max(1, min(125, held.leverage or (ours.leverage if ours else 1))),
-        liquidation_price=max(held.liquidation_price, ZERO), synced_at=now, trace_id=trace_id,
+        liquidation_price=max(held.liquidation_price, ZERO),
     )
+    return Snapshot(marked, synced_at=now, trace_id=trace_id)
 
 
 def snapshot_effects(snapshots: list[Snapshot], stale: list[str], ttl_ms: int) -> Effects:
     effects = Effects()
     for snap in snapshots:
-        effects.hset(keys.position_snapshot(snap.symbol), snap.to_hash(), replace=True, ttl_ms=ttl_ms)
+        effects.hset(keys.position_snapshot(snap.position.symbol), snap.to_hash(), replace=True, ttl_ms=ttl_ms)
         effects.publish(Stream.POSITION_SNAPSHOT, snap.message())
     for symbol in stale:
         effects.delete(keys.position_snapshot(symbol))

@@ -103,7 +103,7 @@ def test_forced_closes_arrive_as_liquidation_events(
         await fresh.start()
         try:
             polled = await fresh.fills_since("ETHUSDT", since)
-            kind = (await fresh._fill_facts("ETHUSDT", polled[0].order_id))[1]
+            kind = (await fresh.fills.fill_facts("ETHUSDT", polled[0].order_id))[1]
         finally:
             await fresh.close()
         return order, received, polled, kind

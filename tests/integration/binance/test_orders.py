@@ -142,7 +142,7 @@ def test_old_order_path_refuses_conditional_types(server: FakeBinanceServer, fak
     2025-12-09; the adapter turns it into OrderRejected(-4120)."""
 
     async def body(ex: BinanceExchange) -> Any:
-        return await ex._call(
+        return await ex.client.call(
             "_request_futures_api", mutation=True, method="post", path="order", signed=True,
             data={"symbol": "BTCUSDT", "side": "SELL", "type": "STOP_MARKET", "stopPrice": "50000",
                   "closePosition": "true"},
@@ -222,7 +222,7 @@ def test_order_errors_are_translated(
     server: FakeBinanceServer, fake: FakeBinance, fault: dict[str, Any], expected: type[ExchangeError], code: int | None
 ) -> None:
     """Each Binance failure of POST /fapi/v1/order becomes the error the design assigns to it (see
-    common/exchange/binance_errors.py), chained to the vendor exception."""
+    common/exchange/binance/errors.py), chained to the vendor exception."""
     fake.inject(ORDER, "POST", **fault)
 
     async def body(ex: BinanceExchange) -> Any:

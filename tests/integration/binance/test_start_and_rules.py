@@ -88,8 +88,8 @@ def test_the_fake_serves_one_bracket_object_when_asked_for_one_symbol(
     """With ``symbol`` the docs show one object, without it a list; the adapter's parser takes both."""
 
     async def body(ex: BinanceExchange) -> Any:
-        return (await ex._call("futures_leverage_bracket", mutation=False, symbol="ETHUSDT"),
-                await ex._call("futures_leverage_bracket", mutation=False))
+        return (await ex.client.call("futures_leverage_bracket", mutation=False, symbol="ETHUSDT"),
+                await ex.client.call("futures_leverage_bracket", mutation=False))
 
     one, every = run(server, body)
     assert isinstance(one, dict) and one["symbol"] == "ETHUSDT" and one["brackets"][0]["initialLeverage"] == 125
@@ -113,7 +113,7 @@ def test_hedge_mode_is_refused_at_start(server: FakeBinanceServer, fake: FakeBin
         return exchange
 
     exchange = asyncio.run(main())
-    assert exchange._client is None  # closed
+    assert not exchange.client.is_open  # closed
     assert [r.path for r in fake.requests() if r.path != "/fapi/v1/time"] == ["/fapi/v1/positionSide/dual"]
 
 

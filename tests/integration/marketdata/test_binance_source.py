@@ -70,7 +70,7 @@ def test_rest_backfill_at_start_then_only_the_klines_after_the_last(
     feed = _feed(fake_binance_server.base_url, clock)
 
     async def scenario() -> tuple[list[Any], list[Any]]:
-        feed.open_client()
+        feed.client.open()
         try:
             first = await feed.backfill()
             fake_binance.set_klines("BTCUSDT", "1m", [_row(i) for i in range(14)])

@@ -14,7 +14,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from common import keys
 from common.config import load_settings
 from common.contracts.enums import FillKind, Side
-from common.exchange import paper_store
 from common.exchange.base import ConditionalKind, ConditionalStatus, ExchangeEvent, OrderStatus
 from common.exchange.errors import (
     DuplicateClientOrderId,
@@ -22,7 +21,7 @@ from common.exchange.errors import (
     TemporaryError,
     UnknownOutcome,
 )
-from common.exchange.paper import PaperExchange
+from common.exchange.paper import PaperExchange, store
 from tests.unit.exchange.paper_env import NOW, REPO, RULES, D, Env, rejected, scenario
 
 T = TypeVar("T")
@@ -705,7 +704,7 @@ def test_fills_since_returns_every_fill_of_the_symbol_from_that_time() -> None:
 
 def test_the_fill_log_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """The per-symbol fill log keeps the newest FILL_LOG_MAX fills and drops the oldest."""
-    monkeypatch.setattr(paper_store, "FILL_LOG_MAX", 3)
+    monkeypatch.setattr(store, "FILL_LOG_MAX", 3)
 
     async def body(env: Env) -> None:
         for i in range(5):

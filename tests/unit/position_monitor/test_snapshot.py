@@ -30,7 +30,7 @@ def test_without_a_price_hash_the_exchange_mark_is_used() -> None:
     """Long 0.5 at 100, no price hash, exchange mark 103: unrealized 1.5."""
     held = ExchangePosition("BTCUSDT", D("0.5"), D("100"), D("103"), D("1.5"), 5, D("80.3"))
     snap = build_snapshot("BTCUSDT", held, None, None, 9)
-    assert (snap.mark_price, snap.unrealized_pnl, snap.leverage) == (D("103"), D("1.5"), 5)
+    assert (snap.position.mark_price, snap.position.unrealized_pnl, snap.position.leverage) == (D("103"), D("1.5"), 5)
     assert len(snap.trace_id) == 16
 
 
@@ -38,4 +38,4 @@ def test_a_position_only_in_redis_snapshots_as_flat_on_the_exchange() -> None:
     """The snapshot is the exchange's view: a hash with nothing on the exchange shows position_amt 0."""
     ours = PositionRecord("XRPUSDT", PositionSide.LONG, D("10"), D("0.5"), 3, None, None, "b" * 16, 1, 1, TRACE)
     snap = build_snapshot("XRPUSDT", None, ours, LatestPrice("XRPUSDT", D("0.6"), D("0.6"), 1), 2)
-    assert (snap.position_amt, snap.unrealized_pnl, snap.leverage, snap.mark_price) == (D(0), D(0), 3, D("0.6"))
+    assert snap.position == ExchangePosition("XRPUSDT", D(0), D(0), D("0.6"), D(0), 3, D(0))

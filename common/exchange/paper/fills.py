@@ -27,7 +27,7 @@ from common.exchange.base import (
     OrderStatus,
 )
 from common.exchange.errors import DuplicateClientOrderId, TemporaryError
-from common.exchange.paper_book import (
+from common.exchange.paper.book import (
     ZERO,
     PaperAccount,
     PaperPosition,
@@ -41,8 +41,8 @@ from common.exchange.paper_book import (
     reduce_only_rejected,
     triggers,
 )
-from common.exchange.paper_codec import ConditionalRecord
-from common.exchange.paper_store import OnCommit, PaperStore
+from common.exchange.paper.codec import ConditionalRecord
+from common.exchange.paper.store import OnCommit, PaperStore
 from common.exchange.rules import SymbolRules
 
 FEE_ASSET = "USDT"

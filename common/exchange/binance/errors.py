@@ -17,7 +17,7 @@ the same failure is merely a :class:`TemporaryError`.
 | connection refused / connect timeout (nothing sent)      | TemporaryError | TemporaryError     |
 | read timeout, connection dropped, unreadable answer      | TemporaryError | UnknownOutcome     |
 
-(*) -1021 reaches here only after the adapter has re-synced its clock and tried once more.
+(*) -1021 reaches here only after the client has re-synced its clock and tried once more.
 """
 
 from __future__ import annotations

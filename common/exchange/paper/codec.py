@@ -21,7 +21,7 @@ from common.exchange.base import (
     OrderResult,
     OrderStatus,
 )
-from common.exchange.paper_book import PaperPosition
+from common.exchange.paper.book import PaperPosition
 
 
 def dumps(data: dict[str, Any]) -> str:

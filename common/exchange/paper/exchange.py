@@ -53,7 +53,7 @@ from common.exchange.errors import (
     OrderRejected,
     TemporaryError,
 )
-from common.exchange.paper_book import (
+from common.exchange.paper.book import (
     available_balance,
     check_client_id,
     check_leverage,
@@ -63,9 +63,9 @@ from common.exchange.paper_book import (
     triggers,
     would_immediately_trigger,
 )
-from common.exchange.paper_codec import ConditionalRecord
-from common.exchange.paper_fills import FEE_ASSET, FillBooker
-from common.exchange.paper_store import OnCommit, PaperStore
+from common.exchange.paper.codec import ConditionalRecord
+from common.exchange.paper.fills import FEE_ASSET, FillBooker
+from common.exchange.paper.store import OnCommit, PaperStore
 from common.exchange.rules import SymbolRules, load_rules_file
 from common.store import read_price
 

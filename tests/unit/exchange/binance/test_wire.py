@@ -1,4 +1,4 @@
-"""Binance payloads as domain values (common/exchange/binance_wire.py): which ALGO_UPDATEs end one of our
+"""Binance payloads as domain values (common/exchange/binance/wire.py): which ALGO_UPDATEs end one of our
 conditionals, and how fills of Binance's own orders are classified."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from common.contracts.enums import FillKind
 from common.exchange.base import ConditionalEnded, ConditionalStatus
-from common.exchange.binance_wire import classify_fill, conditional, conditional_ended
+from common.exchange.binance.wire import classify_fill, conditional, conditional_ended
 
 
 def algo_update(status: str, *, caid: str = "qt-0123456789abcdef-sl", rm: str | None = None) -> dict[str, Any]:

@@ -8,6 +8,8 @@ other). Field meanings follow Binance's pages:
 - trades: https://developers.binance.com/docs/derivatives/usds-margined-futures/trade/rest-api/Account-Trade-List
 - ORDER_TRADE_UPDATE: https://developers.binance.com/docs/derivatives/usds-margined-futures/user-data-streams/Event-Order-Update
 - ALGO_UPDATE: https://developers.binance.com/docs/derivatives/usds-margined-futures/user-data-streams/Event-Algo-Order-Update
+- positions: https://developers.binance.com/docs/derivatives/usds-margined-futures/trade/rest-api/Position-Information-V3
+- balances: https://developers.binance.com/docs/derivatives/usds-margined-futures/account/rest-api/Futures-Account-Balance-V3
 """
 
 from __future__ import annotations
@@ -18,15 +20,19 @@ from typing import Any, Final
 
 from common.contracts.enums import FillKind, Side
 from common.exchange.base import (
+    Balance,
     ConditionalEnded,
     ConditionalKind,
     ConditionalOrder,
     ConditionalStatus,
+    ExchangePosition,
     Fill,
     OrderResult,
     OrderStatus,
 )
 
+#: the asset balances and fees are reported in
+USDT: Final = "USDT"
 #: the prefix of every client id we send (``qt-<plan_id>[-sl|-tp]``)
 OUR_PREFIX: Final = "qt-"
 ALGO_STATUS: Final = {
@@ -139,7 +145,7 @@ def fill_from_trade(trade: Mapping[str, Any], client_id: str, reduce_only: bool)
         qty=Decimal(trade["qty"]),
         price=Decimal(trade["price"]),
         fee=Decimal(trade["commission"]),
-        fee_asset=trade.get("commissionAsset") or "USDT",
+        fee_asset=trade.get("commissionAsset") or USDT,
         reduce_only=reduce_only,
         realized_pnl=Decimal(trade["realizedPnl"]) if "realizedPnl" in trade else None,
         ts_ms=int(trade["time"]),
@@ -163,7 +169,7 @@ def fill_from_order_update(o: Mapping[str, Any], client_id: str) -> Fill:
         qty=Decimal(o["l"]),
         price=Decimal(o["L"]),
         fee=Decimal(o.get("n") or "0"),
-        fee_asset=o.get("N") or "USDT",
+        fee_asset=o.get("N") or USDT,
         reduce_only=bool(o.get("R", False)),
         realized_pnl=Decimal(o["rp"]) if o.get("rp") is not None else None,
         ts_ms=int(o["T"]),
@@ -194,3 +200,29 @@ def conditional_ended(message: Mapping[str, Any]) -> ConditionalEnded | None:
 
 def traded_qty(fills: Iterable[Fill]) -> Decimal:
     return sum((f.qty for f in fills), Decimal(0))
+
+
+def position(row: Mapping[str, Any], leverage: int) -> ExchangePosition:
+    """A positionRisk row, with the symbol's leverage (from symbolConfig: the v3 rows carry none)."""
+    return ExchangePosition(
+        symbol=row["symbol"],
+        position_amt=Decimal(row["positionAmt"]),
+        entry_price=Decimal(row["entryPrice"]),
+        mark_price=Decimal(row["markPrice"]),
+        unrealized_pnl=Decimal(row["unRealizedProfit"]),
+        leverage=leverage,
+        liquidation_price=Decimal(row.get("liquidationPrice") or "0"),
+    )
+
+
+def usdt_balance(rows: Iterable[Mapping[str, Any]]) -> Balance:
+    """The USDT row of the account balances (all zero when there is none)."""
+    for row in rows:
+        if row["asset"] == USDT:
+            return Balance(
+                asset=USDT,
+                wallet_balance=Decimal(row["balance"]),
+                available_balance=Decimal(row["availableBalance"]),
+                unrealized_pnl=Decimal(row.get("crossUnPnl") or "0"),
+            )
+    return Balance(USDT, Decimal(0), Decimal(0), Decimal(0))

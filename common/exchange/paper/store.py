@@ -22,8 +22,8 @@ from common.contracts.base import plain_decimal
 from common.contracts.enums import FillKind
 from common.exchange.base import Fill, OrderResult
 from common.exchange.errors import TemporaryError, UnknownOutcome
-from common.exchange.paper_book import PaperAccount, PaperPosition
-from common.exchange.paper_codec import (
+from common.exchange.paper.book import PaperAccount, PaperPosition
+from common.exchange.paper.codec import (
     ConditionalRecord,
     dumps,
     fill_from_dict,

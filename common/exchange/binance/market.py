@@ -1,0 +1,139 @@
+"""Binance USD-M market data as domain values: pure functions over the websocket messages
+(``<symbol>@markPrice@1s``, ``<symbol>@kline_<interval>``, one combined stream) and the REST kline
+rows (``GET /fapi/v1/klines``), into Decimal-valued events and :class:`~common.klines.Kline` values.
+
+- mark price: https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams/Mark-Price-Stream
+- klines: https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams/Kline-Candlestick-Streams
+- REST klines: https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api/Kline-Candlestick-Data
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+
+from common.klines import Kline, interval_ms
+
+#: Binance serves at most this many klines per REST call
+REST_LIMIT: Final = 1_500
+
+
+class BadMessage(ValueError):
+    """A websocket message that does not have the shape of its event type (logged and skipped)."""
+
+
+@dataclass(frozen=True)
+class MarkPrice:
+    """A ``markPriceUpdate`` event."""
+
+    symbol: str
+    mark_price: Decimal
+    index_price: Decimal
+    event_time: int
+
+
+@dataclass(frozen=True)
+class KlineUpdate:
+    """A ``kline`` event: the kline so far (``closed`` once its interval ended)."""
+
+    kline: Kline
+    event_time: int
+
+
+@dataclass(frozen=True)
+class StreamError:
+    """The error python-binance puts on the socket's queue when its connection fails."""
+
+    kind: str
+    message: str
+
+
+WsEvent = MarkPrice | KlineUpdate | StreamError
+
+
+def _price(data: Mapping[str, Any], field: str) -> Decimal:
+    try:
+        value = Decimal(str(data[field]))
+    except (KeyError, InvalidOperation) as e:
+        raise BadMessage(f"{field}: missing or not a number") from e
+    if not value.is_finite() or value <= 0:
+        raise BadMessage(f"{field}: must be a positive number, got {data[field]!r}")
+    return value
+
+
+def _mark_price(data: Mapping[str, Any]) -> MarkPrice:
+    return MarkPrice(symbol=str(data["s"]), mark_price=_price(data, "p"),
+                     index_price=_price(data, "i") if data.get("i") not in (None, "") else _price(data, "p"),
+                     event_time=int(data["E"]))
+
+
+def _kline(data: Mapping[str, Any]) -> KlineUpdate:
+    k = data["k"]
+    o, h, low, c = (_price(k, f) for f in ("o", "h", "l", "c"))
+    try:
+        volume = Decimal(str(k["v"]))
+    except (KeyError, InvalidOperation) as e:
+        raise BadMessage("v: missing or not a number") from e
+    if not volume.is_finite() or volume < 0:
+        raise BadMessage(f"v: must not be negative, got {k['v']!r}")
+    if low > min(o, c) or h < max(o, c):
+        raise BadMessage(f"inconsistent kline: o={o} h={h} l={low} c={c}")
+    closed = k["x"]
+    if not isinstance(closed, bool):
+        raise BadMessage(f"x: not a boolean: {closed!r}")
+    kline = Kline(symbol=str(k.get("s") or data["s"]), interval=str(k["i"]), open_time=int(k["t"]),
+                  open=o, high=h, low=low, close=c, volume=volume, closed=closed)
+    return KlineUpdate(kline, int(data["E"]))
+
+
+def _error(data: Mapping[str, Any]) -> StreamError:
+    return StreamError(kind=str(data.get("type", "")), message=str(data.get("m", "")))
+
+
+_PARSERS: dict[str, Callable[[Mapping[str, Any]], WsEvent]] = {
+    "markPriceUpdate": _mark_price,
+    "kline": _kline,
+    "error": _error,
+}
+
+
+def parse_ws_message(message: Mapping[str, Any]) -> WsEvent | None:
+    """One websocket message (combined-stream ``{"stream", "data"}`` or bare) as an event; None for
+    event types not parsed here. Raises :class:`BadMessage` for a malformed one."""
+    data = message.get("data") if "stream" in message else message
+    if not isinstance(data, Mapping):
+        raise BadMessage("data: not an object")
+    parser = _PARSERS.get(str(data.get("e", "")))
+    if parser is None:
+        return None
+    try:
+        return parser(data)
+    except BadMessage:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise BadMessage(f"{data.get('e')}: {type(e).__name__}: {e}") from e
+
+
+def parse_rest_klines(rows: Sequence[Sequence[Any]], symbol: str, interval: str, now: int) -> list[Kline]:
+    """The closed klines among REST rows ``[open_time, o, h, l, c, v, close_time, ...]`` (a row whose
+    interval has not ended by ``now`` is the kline in progress, and left out)."""
+    length = interval_ms(interval)
+    klines = []
+    for row in rows:
+        open_time = int(row[0])
+        if open_time + length > now:
+            continue
+        o, h, low, c, v = (Decimal(str(x)) for x in row[1:6])
+        klines.append(Kline(symbol, interval, open_time, o, h, low, c, v, True))
+    return klines
+
+
+def stream_names(symbols: Sequence[str], interval: str) -> list[str]:
+    """The combined-stream names: mark price every second and klines, per symbol."""
+    names = []
+    for symbol in symbols:
+        lower = symbol.lower()
+        names += [f"{lower}@markPrice@1s", f"{lower}@kline_{interval}"]
+    return names
