@@ -18,8 +18,8 @@ from common.streams import Stream
 from ops.redis_server import free_port
 from tests.e2e.fleet import fleet, set_price
 from tests.helpers import poll_sync
-from tests.integration.apply_layer.harness import entry
 from tests.integration.exits.fleet import market_state
+from tests.plans import entry
 
 D = Decimal
 SERVICES = ["apply_layer", "exitbrain", "harvest_proposal", "harvest_brain", "position_monitor"]

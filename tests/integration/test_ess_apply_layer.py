@@ -9,8 +9,9 @@ from common import keys
 from common.contracts import Decision
 from common.governance import flatten_plan_id
 from tests.helpers import poll, run
-from tests.integration.apply_layer.harness import entry, running
+from tests.integration.apply_layer.harness import running
 from tests.integration.test_cli_streams import qt
+from tests.plans import entry
 
 PRICES = {"BTCUSDT": "50000", "ETHUSDT": "3000", "SOLUSDT": "150"}
 

@@ -19,7 +19,6 @@ from common.contracts import (
     ApplyPlan,
     ApplyResult,
     ExecutionResult,
-    PlanStep,
     decode,
     now_ms,
 )
@@ -27,7 +26,6 @@ from common.exchange.base import Exchange
 from common.exchange.errors import ExchangeError
 from common.exchange.paper import PaperExchange
 from common.exchange.placement import RetryPolicy
-from common.ids import hex16 as hid
 from common.market import price_mapping
 from common.positions import PositionRecord
 from common.store import read_position
@@ -40,35 +38,6 @@ from tests.helpers import poll
 D = Decimal
 FAST_BUS = BusSettings(block_ms=50, claim_idle_ms=500, claim_interval_ms=100, reconnect_initial_ms=20,
                        reconnect_max_ms=200, socket_timeout_s=2.0)
-
-
-def entry(name: str, symbol: str = "BTCUSDT", side: str = "BUY", qty: str = "0.01", price: str = "50000",
-          leverage: int = 10, ts: int | None = None, **extra: Any) -> ApplyPlan:
-    p = D(price)
-    sl, tp = (p * D("0.97"), p * D("1.04")) if side == "BUY" else (p * D("1.03"), p * D("0.96"))
-    fields: dict[str, Any] = dict(
-        source=Service.INTENT_BRIDGE, trace_id=hid("t" + name), plan_id=hid(name), symbol=symbol,
-        action="ENTRY_PROPOSED", side=side, qty=D(qty), order_type="MARKET", reduce_only=False, leverage=leverage,
-        entry_price=p, stop_loss=sl, take_profit=tp, intent_id=hid("i" + name))
-    if ts is not None:
-        fields["ts"] = ts
-    fields.update(extra)
-    return ApplyPlan(**fields)
-
-
-def close(name: str, position_plan_id: str, symbol: str = "BTCUSDT", pct: float = 100.0,
-          reason: str = "manual") -> ApplyPlan:
-    action = "FULL_CLOSE_PROPOSED" if pct == 100.0 else "PARTIAL_CLOSE_PROPOSED"
-    step = "CLOSE_FULL" if pct == 100.0 else "CLOSE_PARTIAL"
-    return ApplyPlan(source=Service.EXITBRAIN, trace_id=hid("t" + name), plan_id=hid(name), symbol=symbol,
-                     action=action, position_plan_id=position_plan_id, reason=reason,
-                     steps=[PlanStep(step=step, pct=pct)])
-
-
-def update_stop(name: str, position_plan_id: str, stop: str, symbol: str = "BTCUSDT",
-                reason: str = "trailing_stop") -> ApplyPlan:
-    return ApplyPlan(source=Service.EXITBRAIN, trace_id=hid("t" + name), plan_id=hid(name), symbol=symbol,
-                     action="UPDATE_STOP", position_plan_id=position_plan_id, new_stop_loss=D(stop), reason=reason)
 
 
 class Harness:

@@ -10,7 +10,8 @@ from common.ess import tripped
 from common.exchange.base import ConditionalStatus
 from common.policy import Limits, Policy
 from tests.helpers import poll, run
-from tests.integration.apply_layer.harness import D, close, entry, running, update_stop
+from tests.integration.apply_layer.harness import D, running
+from tests.plans import close, entry, update_stop
 
 
 def test_entry_executes_records_position_protection_and_cooldown(redis_url: str) -> None:

@@ -23,8 +23,8 @@ from common.market import price_mapping
 from common.policy import Limits, Policy
 from common.streams import Stream
 from tests.helpers import poll_sync
-from tests.integration.apply_layer.harness import close, entry
 from tests.integration.processes import Proc
+from tests.plans import close, entry
 
 D = Decimal
 # symbol -> (price, entry quantity): notionals well above each symbol's minimum, margins small

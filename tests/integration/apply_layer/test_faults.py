@@ -21,7 +21,8 @@ from common.streams import Stream
 from services.apply_layer.settle import settle_round
 from tests.helpers import poll, run
 from tests.integration.apply_layer.faulty import Script, faulty
-from tests.integration.apply_layer.harness import FAST_BUS, D, Harness, close, entry, running
+from tests.integration.apply_layer.harness import FAST_BUS, D, Harness, running
+from tests.plans import close, entry
 
 FOUR = {"BTCUSDT": ("50000", "0.01"), "ETHUSDT": ("3000", "0.15"), "SOLUSDT": ("150", "3"),
         "XRPUSDT": ("0.6000", "800")}  # each about 450-500 USDT of notional

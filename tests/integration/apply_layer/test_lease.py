@@ -15,8 +15,9 @@ from common.market import price_mapping
 from common.streams import Stream
 from ops.redis_server import EmbeddedRedis, free_port
 from tests.helpers import poll_sync
-from tests.integration.apply_layer.harness import D, close, entry
+from tests.integration.apply_layer.harness import D
 from tests.integration.processes import Proc
+from tests.plans import close, entry
 
 ENV = {"QT_APPLY__LEASE_TTL_MS": "2000", "QT_APPLY__COOLDOWN_S": "0", "QT_BUS__BLOCK_MS": "100",
        "QT_BUS__CLAIM_IDLE_MS": "1000", "QT_BUS__CLAIM_INTERVAL_MS": "200",

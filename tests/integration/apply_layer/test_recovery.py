@@ -10,7 +10,8 @@ from common.streams import Stream
 from services.apply_layer.records import load_record, mark_submitting
 from services.apply_layer.settle import settle_submitting
 from tests.helpers import run
-from tests.integration.apply_layer.harness import D, Harness, close, entry, running
+from tests.integration.apply_layer.harness import D, Harness, running
+from tests.plans import close, entry
 
 
 def test_submitting_plan_found_on_exchange_is_recorded_not_resent(redis_url: str) -> None:

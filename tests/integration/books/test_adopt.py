@@ -12,7 +12,8 @@ from common.contracts import ApplyPlan, Decision, ReconcileKind, Side, decode
 from common.streams import Stream
 from services.position_monitor.reconciler import Reconciler
 from tests.helpers import poll, run
-from tests.integration.apply_layer.harness import Harness, entry, running
+from tests.integration.apply_layer.harness import Harness, running
+from tests.plans import entry
 
 D = Decimal
 

@@ -13,8 +13,9 @@ from common.exchange.base import ConditionalStatus
 from common.streams import Stream
 from services.exitbrain.decide import ExitParams, position_levels, start
 from tests.helpers import poll, run
-from tests.integration.apply_layer.harness import D, Harness, entry, running
+from tests.integration.apply_layer.harness import D, Harness, running
 from tests.integration.exits.fleet import market_state, service
+from tests.plans import entry
 
 
 async def plans(h: Harness) -> list[ApplyPlan]:

@@ -12,7 +12,7 @@ from common.exchange.rules import SymbolRules
 from common.policy import Limits, Policy
 from common.positions import PositionRecord
 from services.apply_layer.gates import EntryFacts, entry_gate, exit_quantity, position_gate, price_gate
-from tests.integration.apply_layer.harness import close, entry
+from tests.plans import close, entry
 
 D = Decimal
 NOW = 1_800_000_000_000
