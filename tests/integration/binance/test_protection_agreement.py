@@ -28,7 +28,7 @@ from common.exchange.rules import load_rules_file
 from common.market import price_mapping
 from tests.fakes.fake_binance import FakeBinance, FakeBinanceServer
 from tests.integration.binance.support import started
-from tests.unit.exchange.paper_env import REPO
+from tests.unit.exchange.paper.env import REPO
 
 STOP, TP = ConditionalKind.STOP_MARKET, ConditionalKind.TAKE_PROFIT_MARKET
 D = Decimal

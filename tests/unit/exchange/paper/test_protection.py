@@ -14,7 +14,7 @@ from common.exchange.base import ConditionalEnded, ConditionalKind, ConditionalS
 from common.exchange.errors import OrderNotFound
 from common.exchange.rules import load_rules_file
 from tests.helpers import poll
-from tests.unit.exchange.paper_env import REPO, D, Env, rejected, scenario
+from tests.unit.exchange.paper.env import REPO, D, Env, rejected, scenario
 
 STOP, TP = ConditionalKind.STOP_MARKET, ConditionalKind.TAKE_PROFIT_MARKET
 CLOSE_POSITION_EXISTS = "An open stop or take profit order with GTE and closePosition in the direction is existing."

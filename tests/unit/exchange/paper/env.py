@@ -20,7 +20,7 @@ from common.exchange.rules import SymbolRules, load_rules_file
 from common.market import price_mapping
 
 T = TypeVar("T")
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 RULES = load_rules_file(REPO / "config" / "paper_symbols.json")
 NOW = 1_760_000_000_000
 SETTINGS = PaperSettings(
