@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint soak chaos bench install clean
+.PHONY: run test lint soak chaos chaos-fleet bench install clean
 PREFIX ?= /opt/quantum-trader
 SERVICE_USER ?= quantum
 DEST ?= /etc/systemd/system
@@ -33,6 +33,11 @@ soak: $(STAMP)
 
 chaos: $(STAMP)
 	QT_CHAOS_PLANS=2000 QT_CHAOS_ROUNDS=40 $(BIN)/python -m pytest tests/integration/apply_layer/test_crash.py -s
+
+## chaos-fleet: the whole fleet through faults for five minutes on each exchange (make test runs 25 s)
+chaos-fleet: $(STAMP)
+	QT_CHAOS_FLEET_SECONDS=300 QT_CHAOS_FLEET_KILLS=5 QT_CHAOS_FLEET_REDIS_KILLS=3 \
+		$(BIN)/python -m pytest tests/chaos -s
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
