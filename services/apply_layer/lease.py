@@ -162,13 +162,17 @@ class Lease:
             raise task.exception()  # type: ignore[misc]  # checked just above
 
     async def renew(self) -> None:
-        """Extend the lease; LeaseLost when another instance holds it."""
+        """Extend the lease; LeaseLost when another instance holds it. A lease that lapsed with nobody
+        taking it (Redis restarted and its TTL ran out meanwhile) is taken again: no other instance can
+        have executed in between without holding it now, and every commit of this one is fenced."""
         key = keys.apply_lease()
         async with self.redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(key)
                 holder = await pipe.get(key)
-                if holder != self.owner:
+                if holder is None:
+                    log.warning("lease_lapsed_retaken", owner=self.owner)
+                elif holder != self.owner:
                     raise LeaseLost(f"the lease is held by {holder!r}")
                 pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves multi() unannotated
                 pipe.set(key, self.owner, px=self.ttl_ms)

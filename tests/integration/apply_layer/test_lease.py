@@ -225,3 +225,29 @@ def test_sigterm_during_a_send_finishes_the_plan_and_protects_it(redis_url: str,
         assert "LeaseLost" not in proc.log()
     finally:
         proc.kill()
+
+
+def test_a_lease_that_lapsed_with_nobody_taking_it_is_taken_again(redis_url: str) -> None:
+    """Redis restarted and the lease's TTL ran out meanwhile (the key is gone): the active instance takes
+    it again on its next renewal instead of stopping. Held by another instance, the renewal refuses."""
+    import asyncio
+
+    from services.apply_layer.lease import Lease, LeaseLost
+
+    async def scenario() -> None:
+        r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        lease = Lease(r, "apply_layer@test", 3000)
+        assert await lease.acquire(asyncio.Event(), 0.1)
+        await r.delete(keys.apply_lease())
+        await lease.renew()
+        assert await r.get(keys.apply_lease()) == lease.owner
+        await r.set(keys.apply_lease(), "apply_layer@other/1/x")
+        try:
+            await lease.renew()
+            raise AssertionError("renewed a lease another instance holds")
+        except LeaseLost:
+            pass
+        await lease.release()
+        await r.aclose()
+
+    asyncio.run(scenario())
