@@ -164,22 +164,26 @@ class Lease:
     async def renew(self) -> None:
         """Extend the lease; LeaseLost when another instance holds it. A lease that lapsed with nobody
         taking it (Redis restarted and its TTL ran out meanwhile) is taken again: no other instance can
-        have executed in between without holding it now, and every commit of this one is fenced."""
+        have executed in between without holding it now, and every commit of this one is fenced. A renewal
+        that raced a change of the key (its expiry, for one) looks again."""
         key = keys.apply_lease()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(key)
-                holder = await pipe.get(key)
-                if holder is None:
-                    log.warning("lease_lapsed_retaken", owner=self.owner)
-                elif holder != self.owner:
-                    raise LeaseLost(f"the lease is held by {holder!r}")
-                pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves multi() unannotated
-                pipe.set(key, self.owner, px=self.ttl_ms)
-                await pipe.execute()
-            except WatchError as e:
-                raise LeaseLost("the lease changed hands while it was renewed") from e
-        self.renewed_at = time.monotonic()
+        for _ in range(3):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    holder = await pipe.get(key)
+                    if holder is None:
+                        log.warning("lease_lapsed_retaken", owner=self.owner)
+                    elif holder != self.owner:
+                        raise LeaseLost(f"the lease is held by {holder!r}")
+                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves multi() unannotated
+                    pipe.set(key, self.owner, px=self.ttl_ms)
+                    await pipe.execute()
+                except WatchError:
+                    continue  # looked at again: held by another now (LeaseLost), or ours to renew
+            self.renewed_at = time.monotonic()
+            return
+        raise LeaseLost("the lease kept changing while it was renewed")
 
     def expired(self) -> bool:
         """True once the TTL has passed since the last renewal (another instance may be active)."""
