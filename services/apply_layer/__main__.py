@@ -15,7 +15,7 @@ from common.exchange.placement import RetryPolicy
 from common.service import OUTAGES, ServiceContext, run
 from common.streams import Service, Stream
 from services.apply_layer.executor import Executor
-from services.apply_layer.lease import Lease
+from services.apply_layer.lease import Lease, LeaseLost
 from services.apply_layer.settle import catch_up, settle_round, settle_submitting, wait_out_predecessor
 from services.apply_layer.throttle import OrderThrottle, ThrottledExchange
 
@@ -79,7 +79,10 @@ async def setup(ctx: ServiceContext) -> None:
                 await pumper
 
     ctx.repeat("exchange_events", lambda: events_loop(ctx))
-    ctx.every("settle", settings.apply.settle_interval_s, lambda: settle_round(executor), passing=OUTAGES)
+    # a round that would send with a lease renewed late (Redis restarting) is skipped like an outage; a lease
+    # truly lost stops the service through its renewal task
+    ctx.every("settle", settings.apply.settle_interval_s, lambda: settle_round(executor),
+              passing=(*OUTAGES, LeaseLost))
 
 
 def _others(me: str) -> DeadCheck:

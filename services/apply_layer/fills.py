@@ -37,6 +37,7 @@ from common.redis_client import hgetall
 from common.store import all_positions, read_position
 from common.streams import Service, Stream
 from services.apply_layer import book, results
+from services.apply_layer.lease import LeaseLost
 from services.apply_layer.metrics import METRICS
 from services.apply_layer.protection import PLACE_FAILED, Protector
 
@@ -120,8 +121,8 @@ class FillRouter:
     async def book_waiting(self, timeout_s: float) -> int:
         """Book the queued events of every symbol whose lock is free (a symbol busy with a plan books its
         own before its next plan, or on the next round); waits up to ``timeout_s`` for one to arrive. An
-        event the exchange cannot be asked about now (re-protection) stays queued. Returns how many were
-        booked."""
+        event the exchange cannot be asked about now (re-protection), or not without a lease renewed
+        lately, stays queued. Returns how many were booked."""
         if not self._count:
             self._arrived.clear()
             try:
@@ -135,7 +136,9 @@ class FillRouter:
             async with self.locks[symbol]:
                 try:
                     booked += await self.flush_locked(symbol)
-                except ExchangeError as e:
+                except (ExchangeError, LeaseLost) as e:
+                    # a lease renewed late (Redis restarting) sends nothing now; one truly lost stops the
+                    # service through its renewal task
                     log.warning("exchange_event_deferred", symbol=symbol, error=str(e) or type(e).__name__)
         if self._count and not booked:
             await asyncio.sleep(min(timeout_s, 0.2))  # the rest waits for busy symbols or the exchange

@@ -228,7 +228,7 @@ def create_app(fake: FakeBinance) -> FastAPI:
             fake.unsubscribe(sub)
             try:
                 await websocket.close()
-            except RuntimeError:  # already closed by the peer
+            except (WebSocketDisconnect, RuntimeError):  # already closed by the peer
                 pass
 
     app.add_api_websocket_route("/ws/{listen_key}", user_stream)

@@ -398,6 +398,46 @@ def test_a_stop_the_exchange_expired_is_placed_again(redis_url: str) -> None:
     run(scenario())
 
 
+def test_a_stop_ended_while_the_lease_is_renewed_late_is_placed_again_once_it_is(redis_url: str) -> None:
+    """Found by the fleet chaos run: Redis restarted, the lease's renewal was late, and the exchange expired
+    a stop meanwhile. Placing the new stop met LeaseLost ("not renewed lately") and the exchange-event
+    loop stopped the service (exit 1). Now the event waits, queued, and the stop is placed once the lease
+    is renewed again; one alert."""
+    from services.apply_layer.lease import LeaseLost
+
+    late = {"renewal": False}
+
+    def check() -> None:
+        if late["renewal"]:
+            raise LeaseLost("the lease was not renewed lately: no order is sent")
+
+    async def scenario() -> None:
+        async with running(redis_url, wrap=faulty(Script(), check)) as h:
+            plan = entry("late-lease")
+            await h.send(plan)
+            await h.result(plan)
+            before = await h.position()
+            assert before is not None
+            late["renewal"] = True
+            await h.paper.expire_conditional("BTCUSDT", before.sl_order_id, "test: expired")
+            await poll(lambda: _queued(h))  # the event arrived and waits for the lease
+            assert (await h.position()) == before
+            late["renewal"] = False
+
+            async def replaced() -> bool:
+                p = await h.position()
+                return p is not None and p.sl_order_id not in ("", before.sl_order_id)
+
+            await poll(replaced)
+            assert [a["kind"] for a in await h.stream(Stream.ALERTS)] == ["PROTECTION_ENDED"]
+
+    run(scenario())
+
+
+async def _queued(h: Harness) -> bool:
+    return bool(h.router._count)
+
+
 def test_a_position_whose_stop_cannot_be_placed_again_is_closed(redis_url: str) -> None:
     """The stop is rejected and a new one cannot be placed (the exchange refuses conditionals): with
     apply.unprotected = close, apply_layer closes the position (reason protection_lost) and alerts."""
