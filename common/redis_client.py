@@ -60,6 +60,16 @@ async def hgetall(redis: Redis, key: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in fields.items()}
 
 
+async def hgetall_many(redis: Redis, keys: list[str]) -> list[dict[str, str]]:
+    """HGETALL of each of ``keys`` in one round trip (a pipeline, not a transaction: each hash is read
+    whole, the hashes not at one instant)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hgetall(key)
+        replies: Any = await pipe.execute()
+    return [{str(k): str(v) for k, v in fields.items()} for fields in replies]
+
+
 Entry = tuple[str, dict[str, str]]
 
 

@@ -73,14 +73,15 @@ class ServiceContext:
     def consume(self, stream: str, handler: Handler, *, lane: LaneKey | None = None,
                 guard: Guard | None = None, dead: DeadCheck | None = None, fence: Fence | None = None,
                 transient: tuple[type[BaseException], ...] = (),
-                on_dead_letter: DeadLetterHook | None = None) -> Consumer:
+                on_dead_letter: DeadLetterHook | None = None, batched: bool = False) -> Consumer:
         """Consume the registered ``stream`` through this service's group (see :class:`Consumer` for the
-        options). Entries of a consumer known to be dead are claimed at once: by default one whose
-        heartbeat is gone (``dead`` overrides)."""
+        options; ``batched`` only for a handler that reads nothing the effects of earlier entries write).
+        Entries of a consumer known to be dead are claimed at once: by default one whose heartbeat is gone
+        (``dead`` overrides)."""
         consumer = Consumer(self.redis, streams.get(stream), self.service, self.consumer_name, handler,
                             self.settings.bus, service=self.service, lane=lane, guard=guard,
                             dead=dead or heartbeat_dead(self.redis), fence=fence, transient=transient,
-                            on_dead_letter=on_dead_letter)
+                            on_dead_letter=on_dead_letter, batched=batched)
         self.consumers.append(consumer)
         return consumer
 

@@ -1,7 +1,19 @@
 """The bus runtime (DESIGN §5): consumer groups, atomic consume-produce, dead letters, metrics."""
 
 from common.bus.consumer import Consumer, Delivery, consumer_name
-from common.bus.effects import Delete, Effects, Fence, FenceLost, HashSet, Op, Publish, SetValue, commit, publish
+from common.bus.effects import (
+    Delete,
+    Effects,
+    Fence,
+    FenceLost,
+    HashSet,
+    Op,
+    OversizedEntry,
+    Publish,
+    SetValue,
+    commit,
+    publish,
+)
 
 __all__ = [
     "Consumer",
@@ -12,6 +24,7 @@ __all__ = [
     "FenceLost",
     "HashSet",
     "Op",
+    "OversizedEntry",
     "Publish",
     "SetValue",
     "commit",

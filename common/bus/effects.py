@@ -7,7 +7,7 @@ Producers that consume nothing (marketdata, the CLI) use :func:`publish`, the sa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,18 @@ from redis.exceptions import WatchError
 
 from common import streams
 from common.contracts.base import Message, encode
+
+#: the most characters (field names and values) an entry a service publishes may hold; a larger one is
+#: refused before it is sent (:class:`OversizedEntry`) — the biggest contract in use is far below it
+MAX_ENTRY_CHARS = 1 << 20
+
+
+class OversizedEntry(ValueError):
+    """A message whose encoded fields exceed :data:`MAX_ENTRY_CHARS`: a programming error, never sent."""
+
+
+def entry_chars(fields: Mapping[str, str]) -> int:
+    return sum(len(k) + len(v) for k, v in fields.items())
 
 
 @dataclass(frozen=True)
@@ -101,8 +113,9 @@ class Effects:
 
 
 def queue_ops(pipe: Pipeline, ops: Iterable[Op], *, service: str | None = None) -> None:
-    """Queue ``ops`` on a transaction pipeline. A message that is not the stream's contract, or a
-    service that is not a registered producer of the stream, is a programming error (ValueError)."""
+    """Queue ``ops`` on a transaction pipeline. A message that is not the stream's contract, a service
+    that is not a registered producer of the stream, or an oversized message is a programming error
+    (ValueError; nothing of the transaction is sent)."""
     for op in ops:
         if isinstance(op, Publish):
             spec = streams.get(op.stream)
@@ -111,6 +124,9 @@ def queue_ops(pipe: Pipeline, ops: Iterable[Op], *, service: str | None = None) 
             if service is not None and service not in spec.producers:
                 raise ValueError(f"{service} is not a registered producer of {op.stream}")
             fields: Any = encode(op.message)
+            if (size := entry_chars(fields)) > MAX_ENTRY_CHARS:
+                raise OversizedEntry(f"{op.stream}: a {type(op.message).__name__} of {size:,} characters "
+                                     f"(at most {MAX_ENTRY_CHARS:,})")
             pipe.xadd(spec.key, fields, maxlen=spec.maxlen, approximate=True)
         elif isinstance(op, HashSet):
             if op.replace:
@@ -131,12 +147,13 @@ async def commit(
     ops: Iterable[Op],
     *,
     service: str | None = None,
-    ack: tuple[str, str, str] | None = None,
+    ack: tuple[str, str, str | Sequence[str]] | None = None,
     fence: Fence | None = None,
 ) -> None:
-    """Apply ``ops`` and (optionally) XACK ``(stream_key, group, entry_id)`` in one MULTI/EXEC; with a
-    ``fence``, only while its key holds its value (FenceLost otherwise)."""
+    """Apply ``ops`` and (optionally) XACK ``(stream_key, group, entry_id or entry_ids)`` in one MULTI/EXEC;
+    with a ``fence``, only while its key holds its value (FenceLost otherwise)."""
     ops = list(ops)
+    acked: tuple[str, ...] = () if ack is None else (ack[2],) if isinstance(ack[2], str) else tuple(ack[2])
     async with redis.pipeline(transaction=True) as pipe:
         while True:
             if fence is not None:
@@ -147,8 +164,8 @@ async def commit(
                     raise FenceLost(f"{fence.key} is held by {holder!r}, not by this instance")
                 pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves multi() unannotated
             queue_ops(pipe, ops, service=service)
-            if ack is not None:
-                pipe.xack(*ack)
+            if ack is not None and acked:
+                pipe.xack(ack[0], ack[1], *acked)
             try:
                 await pipe.execute()
                 return

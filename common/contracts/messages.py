@@ -322,4 +322,10 @@ class DeadLetter(Message):
     group: Code
     error: Annotated[str, StringConstraints(max_length=2048)]
     deliveries: Annotated[int, Field(ge=0)]
+    #: the entry's fields, each value cut to its first ``DLQ_FIELD_CHARS`` characters
     payload: dict[str, str]
+    #: characters of the whole original entry (names and values) and their SHA-256 (hex): what was cut can
+    #: still be matched against the original while it is in its stream
+    payload_chars: Annotated[int, Field(ge=0)] = 0
+    payload_sha256: str = ""
+    truncated: bool = False

@@ -8,7 +8,9 @@ from services.intent_bridge.handler import IntentBridge
 
 
 async def setup(ctx: ServiceContext) -> None:
-    ctx.consume(Stream.TRADE_INTENT, IntentBridge(ctx.redis, ctx.settings).handle)
+    # an intent reads the policy and the symbol rules, never what the plans of earlier intents write: the
+    # entries a lane holds are committed together
+    ctx.consume(Stream.TRADE_INTENT, IntentBridge(ctx.redis, ctx.settings).handle, batched=True)
 
 
 def main() -> None:

@@ -52,8 +52,9 @@ async def setup(ctx: ServiceContext) -> None:
                           last_reconcile_at=reconciler.last.at if reconciler.last else None,
                           open_drifts=len(reconciler.known))
 
-    ctx.consume(Stream.APPLY_RESULT, activity.on_apply_result)
-    ctx.consume(Stream.EXECUTION_RESULT, activity.on_execution_result)
+    # counted in memory, nothing written: committed in batches
+    ctx.consume(Stream.APPLY_RESULT, activity.on_apply_result, batched=True)
+    ctx.consume(Stream.EXECUTION_RESULT, activity.on_execution_result, batched=True)
     ctx.every("snapshot", monitor.snapshot_interval_s, snapshot, passing=OUTAGES, at_start=True)
     ctx.every("reconcile", monitor.reconcile_interval_s, reconcile, passing=OUTAGES, at_start=True)
     ctx.serve_http(build_app(Queries(ctx.redis, activity, reconciler), health))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,8 +15,9 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from common import keys, streams
-from common.bus import Consumer, Delivery, Effects, publish
-from common.bus.consumer import Handler
+from common.bus import Consumer, Delivery, Effects, OversizedEntry, publish
+from common.bus import effects as effects_module
+from common.bus.consumer import DLQ_FIELD_CHARS, Handler
 from common.bus.metrics import BusMetrics
 from common.config import Settings
 from common.contracts import ApplyPlan, DeadLetter, TradeIntent, decode
@@ -223,6 +226,40 @@ def test_malformed_entry_reaches_dlq_with_its_error(make_redis: RedisFactory, se
         assert letter.error == "contract: TradeIntent.side: missing"
         assert letter.deliveries == 1 and letter.group == Service.INTENT_BRIDGE
         assert calls == [intent(0).intent_id]
+
+    run(scenario())
+
+
+def test_a_dead_letter_keeps_a_capped_copy_of_an_oversized_entry(make_redis: RedisFactory,
+                                                                 settings: Settings) -> None:
+    """A 5 MB field (injected raw, past every producer's check) is not stored a second time in full: the
+    dead letter keeps its first DLQ_FIELD_CHARS characters, the original size and its SHA-256."""
+
+    async def scenario() -> None:
+        redis = make_redis()
+        fields = {**_encoded(intent(7)), "side": "B" * 5_000_000}
+        await redis.xadd(keys.stream(Stream.TRADE_INTENT), fields)
+        async with running(make_consumer(redis, settings, bridge_handler())):
+            await poll(lambda: _count(redis, Stream.TRADE_INTENT + ".dlq", 1))
+        [(_, raw)] = await redis.xrange(keys.dlq_stream(Stream.TRADE_INTENT))
+        letter = decode(DeadLetter, raw)
+        assert letter.truncated and len(letter.payload["side"]) == DLQ_FIELD_CHARS
+        assert letter.payload["symbol"] == fields["symbol"]  # short fields whole
+        assert letter.payload_chars == sum(len(k) + len(v) for k, v in fields.items())
+        assert letter.payload_sha256 == hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+        assert sum(len(v) for v in raw.values()) < 20_000
+
+    run(scenario())
+
+
+def test_an_oversized_message_is_refused_at_publish(make_redis: RedisFactory,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        redis = make_redis()
+        monkeypatch.setattr(effects_module, "MAX_ENTRY_CHARS", 200)
+        with pytest.raises(OversizedEntry, match=r"trade\.intent: a TradeIntent of"):
+            await publish(redis, Service.TRADING_BOT, (Stream.TRADE_INTENT, intent(1)))
+        assert await redis.exists(keys.stream(Stream.TRADE_INTENT)) == 0
 
     run(scenario())
 
