@@ -31,6 +31,10 @@ class FillsIncomplete(UnknownOutcome):
     by querying the order again."""
 
 
+#: Binance's "ReduceOnly Order is rejected": a reduce-only order with nothing to reduce
+REDUCE_ONLY_REJECTED = -2022
+
+
 class OrderRejected(ExchangeError):
     """A permanent rejection (-2019 margin, -4164 notional, -1111 precision, -2022 reduce-only, ...).
     Retrying will not help; the plan gets ``ERROR exchange:<code>``."""

@@ -44,7 +44,7 @@ from common.contracts import (
     now_ms,
 )
 from common.exchange.base import Exchange, OrderResult, client_order_id
-from common.exchange.errors import OrderNotFound, OrderRejected, TemporaryError
+from common.exchange.errors import REDUCE_ONLY_REJECTED, OrderNotFound, OrderRejected, TemporaryError
 from common.exchange.placement import RetryPolicy, place_market_once
 from common.exchange.rules import SymbolRules
 from common.logging import bound
@@ -251,6 +251,8 @@ class Executor:
                 order = await place_market_once(self.exchange, plan.symbol, position.side.close_side, qty, cid,
                                                 reduce_only=True, policy=self.retry)
             except OrderRejected as e:
+                if e.code == REDUCE_ONLY_REJECTED and await self._closed_by_the_exchange(plan.symbol):
+                    return self._finish_skip(plan, PlanReason.NO_POSITION, entry_id)
                 return self._finish_error(plan, e.reason_code, cid, started, entry_id)
         effects = Effects()
         after = await self._book_fills(effects, plan, order, position, FillKind.EXIT)
@@ -263,6 +265,16 @@ class Executor:
                 after = await self.protector.resize(after, rules, plan.plan_id, effects)
             effects.hset(keys.position(plan.symbol), after.to_hash(), replace=True)
         return self._finish_executed(effects, plan, order, cid, started, entry_id)
+
+    async def _closed_by_the_exchange(self, symbol: str) -> bool:
+        """After a reduce-only rejection: the exchange had nothing to reduce — its own stop (or take-profit,
+        or a liquidation) closed the position a moment ago and its fill is not booked yet. Book what the
+        exchange filled (the symbol's lock is held) and say whether the position is gone."""
+        await self.router.flush_locked(symbol)
+        await self.router.catch_up_locked(symbol)
+        gone = await read_position(self.redis, symbol) is None
+        log.info("exit_met_an_exchange_close", symbol=symbol, position_gone=gone)
+        return gone
 
     # --- stop updates ------------------------------------------------------------------------------
 

@@ -93,6 +93,12 @@ def protection_lost_plan(position: PositionRecord, reason: str) -> ApplyPlan:
                      reason=ExitReason.PROTECTION_LOST, steps=[PlanStep(step="CLOSE_FULL", pct=100.0)])
 
 
+#: how soon events queued for a busy symbol are looked at again; and events the exchange could not be
+#: asked about (re-protection during an outage)
+BUSY_RECHECK_S = 0.02
+DEFERRED_RECHECK_S = 0.2
+
+
 class FillRouter:
     def __init__(self, redis: Redis, exchange: Exchange, settings: Settings, locks: defaultdict[str, asyncio.Lock],
                  protector: Protector, fence: Fence | None = None) -> None:
@@ -130,6 +136,7 @@ class FillRouter:
             except TimeoutError:
                 return 0
         booked = 0
+        deferred = False
         for symbol in [s for s, events in self._pending.items() if events]:
             if self.locks[symbol].locked():
                 continue
@@ -137,11 +144,14 @@ class FillRouter:
                 try:
                     booked += await self.flush_locked(symbol)
                 except (ExchangeError, LeaseLost) as e:
+                    deferred = True
                     # a lease renewed late (Redis restarting) sends nothing now; one truly lost stops the
                     # service through its renewal task
                     log.warning("exchange_event_deferred", symbol=symbol, error=str(e) or type(e).__name__)
         if self._count and not booked:
-            await asyncio.sleep(min(timeout_s, 0.2))  # the rest waits for busy symbols or the exchange
+            # the rest waits for busy symbols (a plan in hand: it books them itself before its next plan) or
+            # for the exchange; looked at again soon — a stop's fill must not wait long behind a plan
+            await asyncio.sleep(min(timeout_s, DEFERRED_RECHECK_S if deferred else BUSY_RECHECK_S))
         return booked
 
     async def flush_locked(self, symbol: str) -> int:

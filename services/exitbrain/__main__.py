@@ -13,6 +13,7 @@ import structlog
 from common import keys
 from common.bus.latest import follow_marks
 from common.service import ServiceContext, run
+from common.store import symbols_with_position
 from common.streams import Service, Stream
 from services.exitbrain.brain import ExitBrain
 
@@ -30,8 +31,11 @@ async def setup(ctx: ServiceContext) -> None:
     ctx.consume(Stream.HARVEST_PROPOSAL, brain.handle_proposal, lane=lambda m: getattr(m, "symbol", ""),
                 guard=brain.guard)
 
+    async def wanted(symbols: list[str]) -> set[str]:  # open positions, and exit states to drop
+        return await symbols_with_position(ctx.redis, symbols) | (brain.tracked & set(symbols))
+
     follow_marks(ctx, brain.evaluate_symbol, brain.scan, every_s=ctx.settings.exit.evaluate_interval_s,
-                 batch=TICK_BATCH)
+                 batch=TICK_BATCH, wanted=wanted)
 
 
 def main() -> None:

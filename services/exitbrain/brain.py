@@ -1,5 +1,5 @@
-"""The I/O around exitbrain's decisions: read a position, its exit state, the mark and the market state,
-decide (:mod:`services.exitbrain.decide`), and commit the exit state with the plans in one MULTI/EXEC.
+"""The I/O around exitbrain's decisions: read a position, its exit state, the mark and the market state
+(one round trip), decide (:mod:`services.exitbrain.decide`), and commit the exit state with the plans in one MULTI/EXEC.
 
 One asyncio lock per symbol is held from the reads to the commit, by the mark loop and by the
 ``harvest.proposal`` handler alike (the consumer holds it around its commit too), so the two never
@@ -23,8 +23,7 @@ from common.config import Settings
 from common.contracts import ApplyPlan, HarvestProposal, Message, now_ms
 from common.logging import bound
 from common.positions import PositionRecord
-from common.redis_client import hgetall
-from common.store import all_positions, read_marketstate, read_position, read_price
+from common.store import all_positions, read_symbol_view
 from common.streams import Service, Stream
 from services.exitbrain.decide import ExitParams, Outcome, PnlThrottle, evaluate, on_proposal, pnl
 from services.exitbrain.exit_state import ExitState
@@ -50,9 +49,6 @@ class ExitBrain:
     def guard(self, message: Message) -> AbstractAsyncContextManager[object]:
         return self.locks[getattr(message, "symbol", "")]
 
-    async def read_state(self, symbol: str) -> ExitState | None:
-        return ExitState.from_hash(await hgetall(self.redis, keys.exit_state(symbol)))
-
     # --- marks ---------------------------------------------------------------------------------------
 
     async def scan(self) -> int:
@@ -68,18 +64,17 @@ class ExitBrain:
     async def evaluate_symbol(self, symbol: str, mark: Decimal | None = None) -> None:
         """Decide for one symbol at ``mark`` (default: the price hash's mark) and commit."""
         async with self.locks[symbol]:
-            position = await read_position(self.redis, symbol)
+            view = await read_symbol_view(self.redis, symbol, (keys.exit_state(symbol),))
+            position, market = view.position, view.market
             if position is None:
                 await self._forget(symbol)
                 return
             if mark is None:
-                price = await read_price(self.redis, symbol)
-                if price is None:
+                if view.price is None:
                     log.debug("no_price", symbol=symbol)
                     return
-                mark = price.mark_price
-            state = await self.read_state(symbol)
-            market = await read_marketstate(self.redis, symbol)
+                mark = view.price.mark_price
+            state = ExitState.from_hash(view.extra[0])
             now = now_ms()
             outcome = evaluate(position, state, mark, market, now, self.params)
             ops: list[Op] = []
@@ -114,9 +109,8 @@ class ExitBrain:
         proposal = delivery.message
         assert isinstance(proposal, HarvestProposal)
         with bound(trace_id=proposal.trace_id, symbol=proposal.symbol):
-            position = await read_position(self.redis, proposal.symbol)
-            state = await self.read_state(proposal.symbol)
-            market = await read_marketstate(self.redis, proposal.symbol)
+            view = await read_symbol_view(self.redis, proposal.symbol, (keys.exit_state(proposal.symbol),))
+            position, market, state = view.position, view.market, ExitState.from_hash(view.extra[0])
             outcome = on_proposal(proposal, position, state, market, now_ms(), self.params)
             if outcome.ignored:
                 log.info("proposal_ignored", reason=outcome.ignored, stage=proposal.stage.value,

@@ -18,7 +18,7 @@ from common.contracts import now_ms
 from common.exit_levels import LadderParams
 from common.logging import bound
 from common.service import ServiceContext, run
-from common.store import all_positions, read_position, read_price
+from common.store import all_positions, read_position, read_price, symbols_with_position
 from common.streams import Service, Stream
 from services.harvest_proposal.propose import Ladder, propose
 
@@ -67,8 +67,11 @@ class Proposer:
 async def setup(ctx: ServiceContext) -> None:
     proposer = Proposer(ctx.redis, LadderParams.from_settings(ctx.settings))
 
+    async def wanted(symbols: list[str]) -> set[str]:  # open positions, and ladders to drop
+        return await symbols_with_position(ctx.redis, symbols) | (proposer.ladders.keys() & set(symbols))
+
     follow_marks(ctx, proposer.evaluate, proposer.scan, every_s=ctx.settings.exit.evaluate_interval_s,
-                 batch=TICK_BATCH)
+                 batch=TICK_BATCH, wanted=wanted)
 
 
 def main() -> None:

@@ -7,12 +7,13 @@ import structlog
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
+from common import keys
 from common.bus import Delivery, Effects
 from common.config import Settings
 from common.contracts import ApplyPlan, PolicyAudit, TradeIntent, now_ms
 from common.exchange.rules import SymbolRules, load_rules_file
 from common.logging import bound
-from common.store import current_policy, read_symbol_rules
+from common.store import current_policy, read_symbol_rule
 from common.streams import Service, Stream
 from services.intent_bridge.bridge import INTENT_REFUSED, bridge
 from services.intent_bridge.log_limit import OncePerWindow
@@ -35,14 +36,13 @@ class IntentBridge:
     async def symbol_rules(self, symbol: str) -> SymbolRules | None:
         """The symbol's rules as marketdata published them; the paper rules file while that hash is empty
         (marketdata has not run yet)."""
-        rules = await read_symbol_rules(self.redis)
-        if not rules:
-            if self._file_rules is None:
-                self._file_rules = load_rules_file(self.settings.config_file(self.settings.paper.rules_file))
-                log.warning("symbol_rules_from_file", file=self.settings.paper.rules_file,
-                            symbols=len(self._file_rules))
-            rules = self._file_rules
-        return rules.get(symbol)
+        rules = await read_symbol_rule(self.redis, symbol)
+        if rules is not None or await self.redis.exists(keys.exchange_symbols()):
+            return rules
+        if self._file_rules is None:
+            self._file_rules = load_rules_file(self.settings.config_file(self.settings.paper.rules_file))
+            log.warning("symbol_rules_from_file", file=self.settings.paper.rules_file, symbols=len(self._file_rules))
+        return self._file_rules.get(symbol)
 
     async def handle(self, delivery: Delivery) -> Effects:
         intent = delivery.message

@@ -1,6 +1,6 @@
 """The ``binance`` source: Binance USD-M market streams through python-binance.
 
-Websockets (``<symbol>@markPrice@1s`` and ``<symbol>@kline_<interval>``, one combined stream) give
+Websockets (``!markPrice@arr@1s`` and ``<symbol>@kline_<interval>``, one combined stream) give
 the live data; REST klines (``GET /fapi/v1/klines``) backfill ``backfill_klines`` at start and the
 klines missed after every reconnect or skipped between two closed klines. The websocket is
 reconnected with capped, jittered backoff when it fails, reports an error, or stays silent for
@@ -36,7 +36,7 @@ from common.exchange.binance.market import (
     StreamError,
     WsEvent,
     parse_rest_klines,
-    parse_ws_message,
+    parse_ws_events,
     stream_names,
 )
 from common.exchange.errors import ExchangeError
@@ -180,7 +180,7 @@ class BinanceFeed:
             ws = await self.session.ws_connect(self.ws_url(), heartbeat=WS_HEARTBEAT_S)
         async with ws:
             self.connects += 1
-            log.info("binance_ws_connected", streams=len(self.symbols) * 2, connects=self.connects)
+            log.info("binance_ws_connected", streams=len(self.symbols) + 1, connects=self.connects)
             last_message = loop.time()
             while not stop.is_set():
                 batch = Batch()
@@ -198,12 +198,12 @@ class BinanceFeed:
                     last_message = loop.time()
                     deadline = deadline or last_message + FLUSH_S
                     try:
-                        event = parse_ws_message(json.loads(message.data))
+                        events = parse_ws_events(json.loads(message.data))
                     except (BadMessage, ValueError) as e:
                         self.bad_messages += 1
                         log.warning("binance_ws_bad_message", error=str(e)[:200])
                         continue
-                    if event is not None:
+                    for event in events:
                         await self.apply(event, batch)
                 if loop.time() - last_message > self.md.stale_after_s:
                     raise WebsocketDown(f"no message for {self.md.stale_after_s}s")

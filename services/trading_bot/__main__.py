@@ -10,7 +10,7 @@ from common.streams import Service
 from services.trading_bot.ai_client import AiClient
 from services.trading_bot.api import build_app
 from services.trading_bot.bot import Bot
-from services.trading_bot.window import decision_points, read_after, seed_windows
+from services.trading_bot.window import DecisionPoints, read_after, seed_windows
 
 log = structlog.get_logger()
 
@@ -21,12 +21,16 @@ async def setup(ctx: ServiceContext) -> None:
     ctx.on_close(ai.aclose)
     bot = Bot(ctx.redis, settings, ai, ctx.stop)
     last_id = await seed_windows(ctx.redis, bot.windows, settings.signal.seed_max_entries)
+    points = DecisionPoints()
 
     async def klines() -> None:
         nonlocal last_id
         entries = await read_after(ctx.redis, last_id, settings.signal.kline_read_count,
                                    settings.signal.kline_block_ms)
-        decide = decision_points(entries, len(entries) >= settings.signal.kline_read_count)
+        decide, held = points.of(entries, len(entries) >= settings.signal.kline_read_count)
+        for entry_id, fields in held:  # the newest of their symbol in reads that came back full
+            await bot.on_entry(entry_id, fields, held=True)
+            ctx.beat("klines")
         for entry_id, fields in entries:
             await bot.on_entry(entry_id, fields, decide=entry_id in decide)
             last_id = entry_id

@@ -105,15 +105,31 @@ async def read_after(redis: Redis, last_id: str, count: int, block_ms: int) -> l
     return [(str(entry_id), fields) for entry_id, fields in reply[0][1]]
 
 
-def decision_points(entries: list[tuple[str, dict[Any, Any]]], batch_full: bool) -> set[str]:
-    """The entries of one read that are decisions: per symbol and interval, only the newest closed kline
-    — older ones (a backfill burst, a catch-up after an outage) only feed the windows — and none while
-    the read came back full (more is behind it: still catching up)."""
-    if batch_full:
-        return set()
-    newest: dict[tuple[str, str], str] = {}
-    for entry_id, fields in entries:
-        kline = parse(entry_id, fields)
-        if kline is not None and kline.closed:
-            newest[(kline.symbol, kline.interval)] = entry_id
-    return set(newest.values())
+class DecisionPoints:
+    """Which klines of the reads are decisions: per symbol and interval, only the newest closed kline —
+    older ones (a backfill burst, a catch-up after an outage) only feed the windows.
+
+    A read that came back full has more behind it: nothing is decided yet, and each symbol's newest closed
+    kline of it is held (one per symbol and interval) until a read that is not full, where it is decided
+    unless a newer kline of its symbol came meanwhile. (580 symbols closing at once are more than one read:
+    every one of them is decided, not only those of the last read.)"""
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, str], tuple[str, dict[Any, Any]]] = {}
+
+    def of(self, entries: list[tuple[str, dict[Any, Any]]], full: bool
+           ) -> tuple[set[str], list[tuple[str, dict[Any, Any]]]]:
+        """(the ids of this read's entries that are decisions, the held entries of earlier reads that are
+        decisions now — their klines are in the windows already)."""
+        newest = dict(self._held)
+        for entry_id, fields in entries:
+            kline = parse(entry_id, fields)
+            if kline is not None and kline.closed:
+                newest[(kline.symbol, kline.interval)] = (entry_id, fields)
+        if full:
+            self._held = newest
+            return set(), []
+        self._held = {}
+        ids = {entry_id for entry_id, _ in entries}
+        return ({entry_id for entry_id, _ in newest.values() if entry_id in ids},
+                [entry for entry in newest.values() if entry[0] not in ids])

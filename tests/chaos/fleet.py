@@ -66,6 +66,7 @@ FLEET_ENV = {
     "QT_RUNTIME__HEARTBEAT_INTERVAL_S": "0.5", "QT_RUNTIME__HEARTBEAT_TTL_S": "3",
     "QT_EXIT__EVALUATE_INTERVAL_S": "0.2", "QT_EXIT__PNL_INTERVAL_S": "2", "QT_EXIT__CLOSE_RETRY_S": "8",
     "QT_EXIT__MAX_HOLD_S": "90", "QT_EXIT__KILL_AGE_HORIZON_S": "120", "QT_SIGNAL__MIN_SL_FRAC": "0.01",
+    "QT_EXIT__TRAILING_CALLBACK_FRAC": "0.004",
     "QT_MONITOR__SNAPSHOT_INTERVAL_S": "1", "QT_MONITOR__RECONCILE_INTERVAL_S": "3",
     "QT_GOVERNOR__RISK_CHECK_INTERVAL_S": "1", "QT_GOVERNOR__POLICY_CHECK_INTERVAL_S": "2",
     "QT_APPLY__LEASE_TTL_MS": "3000", "QT_APPLY__SETTLE_INTERVAL_S": "3", "QT_APPLY__COOLDOWN_S": "4",
@@ -92,6 +93,8 @@ class Figures:
     poison: Counter[str] = field(default_factory=Counter)
     plans: int = 0
     trades: Counter[str] = field(default_factory=Counter)
+    #: reduce-only fills by exit reason (partial harvests and stop moves show here, not in trade.closed)
+    exits: Counter[str] = field(default_factory=Counter)
     checks: list[inv.Check] = field(default_factory=list)
 
     @property
@@ -104,7 +107,8 @@ class Figures:
                  f"  redis kills: {self.redis_kills}",
                  f"  exchange faults: {dict(sorted(self.faults.items()))}",
                  f"  poison injected: {dict(sorted(self.poison.items()))}",
-                 f"  plans: {self.plans}  closed trades by reason: {dict(sorted(self.trades.items()))}"]
+                 f"  plans: {self.plans}  closed trades by reason: {dict(sorted(self.trades.items()))}",
+                 f"  exit fills by reason: {dict(sorted(self.exits.items()))}"]
         lines += ["  " + c.line() for c in self.checks]
         return "\n".join(lines)
 
@@ -343,7 +347,8 @@ def chaos_run(workdir: Path, *, exchange: str, seconds: float, seed: int, kills_
         events += [(rng.uniform(10, horizon), "redis", "") for _ in range(redis_kills)]
         events += [(rng.uniform(5, horizon), "exchange", "") for _ in range(max(4, int(seconds / 4)))]
         events += [(rng.uniform(5, horizon), "poison", "") for _ in range(max(4, int(seconds / 8)))]
-        events += [(rng.uniform(5, horizon), "close", "") for _ in range(max(1, int(seconds / 20)))]
+        # few manual closes: positions must live long enough to walk the ladder and trail
+        events += [(rng.uniform(5, horizon), "close", "") for _ in range(max(1, int(seconds / 60)))]
         events.append((seconds * 0.6, "flatten", ""))
         events.append((seconds * 0.6 + 3, "rearm", ""))
         events.sort()
@@ -467,6 +472,7 @@ def _check(client: redis.Redis, url: str, fake: FakeBinanceServer | None, inject
     closed = _decoded(client, Stream.TRADE_CLOSED, TradeClosed)
     figures.plans = len(set(plans))
     figures.trades = Counter(t.exit_reason for t in closed)
+    figures.exits = Counter(f.reason.value for f in fills if f.reduce_only and f.reason is not None)
     ours: dict[str, Decimal] = {}
     open_stops: dict[str, str] = {}
     for symbol in SYMBOLS:

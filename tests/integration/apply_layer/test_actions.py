@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from common import keys
@@ -10,7 +12,7 @@ from common.ess import tripped
 from common.exchange.base import ConditionalStatus
 from common.policy import Limits, Policy
 from tests.helpers import poll, run
-from tests.integration.apply_layer.harness import D, running
+from tests.integration.apply_layer.harness import D, Harness, running
 from tests.plans import close, entry, update_stop
 
 
@@ -284,3 +286,40 @@ async def _none(h: object) -> bool:
 
     assert isinstance(h, Harness)
     return await h.position() is None
+
+
+def test_a_close_that_meets_the_exchanges_own_stop_is_skipped_not_an_error(redis_url: str) -> None:
+    """Found by the stop-crossing benchmark: the exchange's stop fills the position a moment before
+    exitbrain's close reaches apply_layer, whose event of that fill has not arrived yet. The close is
+    rejected (-2022, nothing to reduce); apply_layer books the exchange's fill from its trade history at
+    once and the close is SKIP no_position — not ERROR exchange:-2022 with the stop fill booked later."""
+
+    async def scenario() -> None:
+        h = Harness(redis_url)
+        await h.paper.start()
+        await h.set_price("BTCUSDT", "50000")
+        stop = asyncio.Event()
+        await h.consumer.setup()
+        consumer = asyncio.create_task(h.consumer.run(stop))  # no exchange-event loop: the event never comes
+        try:
+            opened = entry("raced")
+            await h.send(opened)
+            await h.result(opened)
+            await h.set_price("BTCUSDT", "48400")
+            fired = await h.paper.check_triggers("BTCUSDT")  # the stop fills; its event is not delivered yet
+            assert len(fired) == 1 and await h.paper.positions() == {}
+            assert await h.position() is not None  # not booked yet
+            plan = close("raced-close", opened.plan_id)
+            await h.send(plan)
+            result = await h.result(plan)
+            assert (result.decision, result.error) == (Decision.SKIP, "no_position")
+            assert await h.position() is None
+            [stop_fill] = [f for f in await h.fills() if f.kind is FillKind.STOP]
+            assert stop_fill.reason is ExitReason.STOP_LOSS and stop_fill.position_after == D(0)
+        finally:
+            stop.set()
+            await h.paper.close()
+            await asyncio.wait_for(consumer, 10)
+            await h.redis.aclose()
+
+    run(scenario())

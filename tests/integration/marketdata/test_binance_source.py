@@ -41,9 +41,11 @@ def _kline_msg(i: int, closed: bool) -> str:
 
 
 def _mark_msg(price: str) -> str:
-    return json.dumps({"stream": "btcusdt@markPrice@1s", "data": {
-        "e": "markPriceUpdate", "E": O0, "s": "BTCUSDT", "p": price, "P": price, "i": price,
-        "r": "0.0001", "T": O0}})
+    """The all-market mark price stream's message: every symbol's ``markPriceUpdate`` in one array (a
+    symbol the feed does not watch among them)."""
+    return json.dumps({"stream": "!markPrice@arr@1s", "data": [
+        {"e": "markPriceUpdate", "E": O0, "s": symbol, "p": price, "P": price, "i": price, "r": "0.0001", "T": O0}
+        for symbol in ("ETHUSDT", "BTCUSDT")]})
 
 
 class Clock:
@@ -139,6 +141,6 @@ def test_websocket_feed_reconnects_and_fills_every_gap_from_rest(
     ticks = [t for b in batches for t in b.ticks]
     assert [(t.price, t.mark_price) for t in ticks] == [(D("90080"), D("90081.5")), (D("90140"), D("90140.2"))]
     assert feed.connects == 2 and feed.bad_messages == 0
-    assert paths[0] == "/market/stream?streams=btcusdt@markPrice@1s/btcusdt@kline_1m"
+    assert paths[0] == "/market/stream?streams=!markPrice@arr@1s/btcusdt@kline_1m"
     starts = [c.params.get("startTime") for c in fake_binance.requests("/fapi/v1/klines")]
     assert starts == [None, str(_open(10)), str(_open(12))]

@@ -16,6 +16,7 @@ from common.exchange.binance.market import (
     MarkPrice,
     StreamError,
     parse_rest_klines,
+    parse_ws_events,
     parse_ws_message,
     stream_names,
 )
@@ -118,7 +119,20 @@ def test_rest_rows_leave_out_the_kline_in_progress() -> None:
     assert len(parse_rest_klines(rows, "BTCUSDT", "1m", now=1731577260000)) == 3
 
 
-def test_stream_names_are_lower_case_mark_price_and_kline_streams() -> None:
-    """Per symbol: ``<symbol>@markPrice@1s`` and ``<symbol>@kline_<interval>``, lower-cased."""
-    assert stream_names(["BTCUSDT", "XRPUSDT"], "5m") == [
-        "btcusdt@markPrice@1s", "btcusdt@kline_5m", "xrpusdt@markPrice@1s", "xrpusdt@kline_5m"]
+def test_stream_names_are_the_all_market_mark_price_and_a_kline_stream_per_symbol() -> None:
+    """``!markPrice@arr@1s`` once, and ``<symbol>@kline_<interval>`` lower-cased: 580 symbols are 581
+    streams on the connection (Binance allows 1,024), not 1,160."""
+    assert stream_names(["BTCUSDT", "XRPUSDT"], "5m") == ["!markPrice@arr@1s", "btcusdt@kline_5m", "xrpusdt@kline_5m"]
+    assert len(stream_names([f"S{i}USDT" for i in range(580)], "1m")) == 581
+
+
+def test_the_all_market_mark_price_array_gives_one_event_per_symbol() -> None:
+    """The all-market stream's message is an array of ``markPriceUpdate`` objects (the shape of the
+    single-symbol stream's): one MarkPrice each."""
+    element = dict(MARK_PRICE["data"])
+    other = {**element, "s": "XRPUSDT", "p": "0.5123"}
+    events = parse_ws_events({"stream": "!markPrice@arr@1s", "data": [element, other]})
+    assert [e.symbol for e in events if isinstance(e, MarkPrice)] == [element["s"], "XRPUSDT"]
+    assert parse_ws_events(KLINE_CLOSED) == [parse_ws_message(KLINE_CLOSED)]
+    with pytest.raises(BadMessage):
+        parse_ws_events({"stream": "!markPrice@arr@1s", "data": [element, {**other, "p": "abc"}]})
