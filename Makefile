@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-## run: the whole fleet on the paper exchange with synthetic market data
+## run: the whole fleet on the paper exchange with synthetic market data, demo profile (config/demo.toml)
 run: $(STAMP)
-	$(BIN)/qt run
+	$(BIN)/qt run --profile demo
 
 ## test: lint, type check and the whole suite (no Redis needed: the suite starts its own)
 test: lint

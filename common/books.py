@@ -1,6 +1,10 @@
 """The books harvest_brain keeps, as everyone reads them: the account ``quantum:ledger:account`` (read by
 the governor, trading_bot, position_monitor and ``qt``) and each symbol's ledger
-``quantum:position:ledger:{s}`` (position_monitor, ``qt``) — the values and their one hash codec."""
+``quantum:position:ledger:{s}`` (position_monitor, ``qt``) — the values and their one hash codec.
+
+The codec stores every USDT amount on the 1e-8 grid, ROUND_HALF_EVEN (:func:`common.maths.ledger.usdt`,
+whose module states the rule): the books read as money and sum exactly. ``drawdown`` is a fraction of the
+peak, not an amount, and keeps its precision."""
 
 from __future__ import annotations
 
@@ -8,14 +12,17 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from common.contracts.base import plain_decimal
-from common.maths.ledger import Account
+from common.maths.ledger import Account, usdt
 
 ZERO = Decimal(0)
 _DECIMALS = ("equity", "realized_pnl", "fees", "peak_equity", "drawdown", "day_start_equity")
+#: the account's USDT amounts (drawdown is a fraction)
+_AMOUNTS = frozenset(_DECIMALS) - {"drawdown"}
 
 
 def account_to_hash(account: Account, updated_at: int) -> dict[str, str]:
-    fields = {name: plain_decimal(getattr(account, name)) for name in _DECIMALS}
+    fields = {name: plain_decimal(usdt(getattr(account, name)) if name in _AMOUNTS else getattr(account, name))
+              for name in _DECIMALS}
     fields["day"] = account.day
     fields["updated_at"] = str(updated_at)
     return fields
@@ -40,8 +47,8 @@ class SymbolLedger:
 
 def ledger_to_hash(ledger: SymbolLedger) -> dict[str, str]:
     return {
-        "realized_pnl": plain_decimal(ledger.realized_pnl),
-        "fees": plain_decimal(ledger.fees),
+        "realized_pnl": plain_decimal(usdt(ledger.realized_pnl)),
+        "fees": plain_decimal(usdt(ledger.fees)),
         "trades": str(ledger.trades),
         "wins": str(ledger.wins),
         "losses": str(ledger.losses),

@@ -1,16 +1,23 @@
 """Settings (DESIGN §9): ``config/default.toml``, then ``QT_CONFIG``, then systemd credentials, then
 ``QT_*`` environment variables (nested with ``__``) and ``REDIS_URL``.
 
-Settings are frozen and strict. A wrong value stops the process at start with one line naming the
-setting and exit code 78 (EX_CONFIG).
+Settings are frozen and strict: an unknown key is refused, in a file or in the environment, and so is
+an environment variable naming a section that does not exist (``QT_NOPE__X``). A wrong value stops the
+process at start with exit code 78 (EX_CONFIG) and one line naming the setting (and the variable, when
+it came from the environment): a JSON object like every log line, or a plain sentence on a terminal.
+
+``profile = "demo"`` (``config/demo.toml``, what ``make run`` layers over the defaults through
+``QT_CONFIG``) is refused unless the exchange is the paper one and the market the synthetic one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
@@ -43,10 +50,12 @@ DEFAULT_CONFIG_DIR = REPO_ROOT / "config"
 class ConfigurationError(Exception):
     """A setting is wrong. The process cannot start; the operator must fix the setting."""
 
-    def __init__(self, setting: str, problem: str) -> None:
+    def __init__(self, setting: str, problem: str, variable: str | None = None) -> None:
         super().__init__(f"{setting}: {problem}")
         self.setting = setting
         self.problem = problem
+        #: the environment variable the wrong value came from, when it came from one
+        self.variable = variable
 
 
 class _Section(BaseModel):
@@ -147,6 +156,10 @@ class MarketdataSettings(_Section):
     replay_speed: Annotated[float, Field(ge=0)] = 60.0
     replay_symbol: str = "XRPUSDT"
     replay_interval: str = "5m"
+    #: replay only: publish each price and kline alone, the next only once the fleet has handled it (its
+    #: latest-value readers wait on their streams again, every consumer group is caught up), as fast as
+    #: that allows — what the backtest parity test runs (services.marketdata.lockstep)
+    replay_lockstep: bool = False
     #: closed klines published at start (Binance REST, or the synthetic market's own history)
     backfill_klines: Annotated[int, Field(ge=0, le=1500)] = 200
     symbols_refresh_s: Annotated[float, Field(gt=0)] = 300.0
@@ -321,6 +334,8 @@ class Settings(BaseSettings):
     api_token: SecretStr = SecretStr("")
     #: another settings file, applied over config/default.toml
     config: str = ""
+    #: "demo": the settings of config/demo.toml, for the paper exchange and the synthetic market only
+    profile: Literal["", "demo"] = ""
     #: where default.toml, policy.toml and the paper exchange's rules live
     config_dir: str = str(DEFAULT_CONFIG_DIR)
     #: the ``-<n>`` of a consumer name when several instances of a service share a host
@@ -358,6 +373,14 @@ class Settings(BaseSettings):
         if value in ("synthetic", "binance") or (value.startswith("replay:") and len(value) > len("replay:")):
             return value
         raise ValueError("one of synthetic, replay:<file>, binance")
+
+    @model_validator(mode="after")
+    def _demo_only_on_paper(self) -> Settings:
+        if self.profile == "demo" and (self.exchange != "paper" or self.market_source != "synthetic"):
+            raise ValueError(f"profile=demo runs only with exchange=paper and market_source=synthetic (got "
+                             f"exchange={self.exchange}, market_source={self.market_source}): its settings "
+                             "trade far too eagerly for a real market")
+        return self
 
     @model_validator(mode="after")
     def _binance_needs_keys(self) -> Settings:
@@ -435,17 +458,53 @@ class CredentialsSource(PydanticBaseSettingsSource):
         return found
 
 
+def _env_name(loc: tuple[str | int, ...]) -> str | None:
+    """The environment variable that set the setting at ``loc`` (``QT_BUS__MAX_DELIVERIES``), if one did."""
+    if not loc:
+        return None
+    wanted = ("QT_" + "__".join(str(p) for p in loc)).upper()
+    names = [wanted, "REDIS_URL"] if loc == ("redis_url",) else [wanted]
+    return next((name for name in os.environ if name.upper() in names), None)
+
+
+def _secret(setting: str) -> bool:
+    return any(word in setting for word in ("secret", "token", "key", "password", "url"))
+
+
 def _describe(error: ValidationError) -> ConfigurationError:
     first = error.errors()[0]
     setting = ".".join(str(p) for p in first["loc"]) or "<settings>"
     problem = first["msg"]
-    if first["type"] != "missing" and "input" in first and "secret" not in setting and "token" not in setting:
+    # the value is echoed only for one setting, never for the settings as a whole (their input holds every
+    # variable, REDIS_URL with its password among them) nor for a secret
+    if first["type"] != "missing" and "input" in first and first["loc"] and not _secret(setting):
         problem += f" (got {str(first['input'])[:60]!r})"
-    return ConfigurationError(setting, problem)
+    return ConfigurationError(setting, problem, _env_name(tuple(first["loc"])))
+
+
+def _sections() -> list[str]:
+    """The settings that are sections (``[bus]``, ``QT_BUS__...``)."""
+    return [name for name, info in Settings.model_fields.items()
+            if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)]
+
+
+def check_environment_sections(environ: dict[str, str] | None = None) -> None:
+    """Refuse a ``QT_<SECTION>__<KEY>`` variable whose section does not exist (pydantic-settings would
+    ignore it silently, while it refuses an unknown key of a known section)."""
+    sections = _sections()
+    for name in sorted(os.environ if environ is None else environ):
+        upper = name.upper()
+        if not upper.startswith("QT_") or "__" not in upper:
+            continue
+        section = upper[3:].split("__", 1)[0].lower()
+        if section not in sections:
+            raise ConfigurationError(name, f"no settings section {section!r} (the sections: "
+                                     f"{', '.join(sections)})", name)
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Read and validate the settings; raise :class:`ConfigurationError` naming the bad setting."""
+    check_environment_sections()
     try:
         return Settings(**overrides)
     except ValidationError as e:
@@ -462,6 +521,24 @@ def settings_or_exit(service: str, **overrides: Any) -> Settings:
         exit_config_error(service, e)
 
 
+def config_error_line(service: str, error: ConfigurationError) -> str:
+    """The one JSON log line of a configuration error (the shape of every log line: service, event,
+    level, ts in epoch ms)."""
+    fields: dict[str, Any] = {"service": service, "event": "configuration_error", "level": "error",
+                              "ts": time.time_ns() // 1_000_000, "setting": error.setting, "problem": error.problem}
+    if error.variable:
+        fields["variable"] = error.variable
+    fields["exit_code"] = EX_CONFIG
+    return json.dumps(fields, ensure_ascii=False)
+
+
 def exit_config_error(service: str, error: ConfigurationError) -> NoReturn:
-    print(f"{service}: configuration error: {error.setting}: {error.problem}", file=sys.stderr, flush=True)
+    """Exit 78 with one line: on a terminal a sentence on stderr, else the JSON line on stdout, where the
+    service's log lines go."""
+    if sys.stderr.isatty():
+        where = f" (from {error.variable})" if error.variable and error.variable != error.setting else ""
+        print(f"{service}: configuration error: {error.setting}: {error.problem}{where}", file=sys.stderr,
+              flush=True)
+    else:
+        print(config_error_line(service, error), file=sys.stdout, flush=True)
     raise SystemExit(EX_CONFIG)

@@ -142,6 +142,12 @@ def marketstate(symbol: str) -> str:
     return f"{PREFIX}:marketstate:{symbol}"
 
 
+def synthetic_market() -> str:
+    """JSON of where the synthetic market stands (its clock, each symbol's price and regime), written by
+    marketdata as it runs and at stop: a restart resumes there instead of replaying the seed's series."""
+    return f"{PREFIX}:marketdata:synthetic"
+
+
 def exchange_symbols() -> str:
     """Hash symbol -> JSON trading rules (status, tick size, step size, min notional, max leverage)."""
     return f"{PREFIX}:exchange:symbols"

@@ -53,7 +53,8 @@ S = Service
 #: the keys (or key patterns) each service writes; a key is owned by one service (the operator acts
 #: through the governor's code on the kill switch and the policy)
 KEY_OWNERS: dict[str, tuple[str, ...]] = {
-    S.MARKETDATA: (keys.market_price("*"), keys.marketstate("*"), keys.exchange_symbols()),
+    S.MARKETDATA: (keys.market_price("*"), keys.marketstate("*"), keys.exchange_symbols(),
+                   keys.synthetic_market()),
     S.APPLY_LAYER: (POSITION_KEYS, keys.apply_plan("*"), keys.apply_fill("*"),
                     keys.apply_fill_cursor(), keys.apply_lease(), keys.cooldown("*"), *_PAPER),
     S.EXITBRAIN: (keys.exit_state("*"),),

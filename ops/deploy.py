@@ -6,7 +6,9 @@ the repository with its ``.venv``) and ``@USER@`` (the system user the fleet run
 fills them in for ``qt install``. :func:`unit_template` is the one source of every unit's text; a test
 checks the files in ``deploy/systemd/`` against it.
 
-Two optional drop-ins (``quantum-<service>.service.d/*.conf``) are rendered beside the units:
+The base units load no credentials (no ``LoadCredential=``). Two optional drop-ins
+(``quantum-<service>.service.d/*.conf``) are rendered beside the units, and a deployment needs the one
+for each secret it uses:
 
 - ``10-redis-acl.conf`` (``--redis-acl``): the service logs in to Redis as its own ACL user
   (``qt redis-acl``), its password loaded as the ``QT_REDIS_PASSWORD`` credential from
@@ -113,7 +115,9 @@ def unit_template(service: str) -> str:
 Description=Quantum Trader {_DESCRIPTIONS[service]}
 Documentation=file:{PREFIX_MARK}/README.md
 PartOf={TARGET}
-After=network-online.target redis-server.service
+# ordered after the target: stopping it stops this unit first, so `systemctl stop {TARGET}` returns once
+# every service has drained (a target is otherwise ordered after what it wants and stops at once)
+After=network-online.target redis-server.service {TARGET}
 Wants=network-online.target
 # five failed starts in five minutes: stop trying, an operator must look
 StartLimitIntervalSec=300
@@ -153,7 +157,9 @@ def target_template() -> str:
     wants = " ".join(unit_name(s) for s in Service.ALL)
     return f"""\
 # Quantum Trader: the whole fleet. `systemctl start|stop|restart {TARGET}` acts on every service
-# (each unit is PartOf= this target).
+# (each unit is PartOf= this target). Each unit is ordered After= this target, so a stop of the target
+# waits until every service has stopped (its drain included); a start returns once the target is up and
+# the services' start jobs are queued (`qt status` shows when they are ready).
 [Unit]
 Description=Quantum Trader fleet
 Wants={wants}

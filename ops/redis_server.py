@@ -63,10 +63,14 @@ def answers(url: str, timeout_s: float = 0.5) -> bool:
 class EmbeddedRedis:
     """A redis-server child process on 127.0.0.1:``port`` with its data under ``data_dir``."""
 
-    def __init__(self, port: int, data_dir: Path, *, appendfsync: str = "everysec") -> None:
+    def __init__(self, port: int, data_dir: Path, *, appendfsync: str = "everysec", log_file: Path | None = None
+                 ) -> None:
         self.port = port
         self.data_dir = data_dir
         self.appendfsync = appendfsync
+        #: where the server's own output goes (default: a pipe read when it fails to start); a server that
+        #: outlives this object (``qt run`` hands it to the launcher) writes to a file
+        self.log_file = log_file
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -75,18 +79,25 @@ class EmbeddedRedis:
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            server_args(self.port, self.data_dir, appendfsync=self.appendfsync),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            # its own session: a Ctrl-C to `make run` reaches the services, which drain against a Redis
-            # still up; `qt run` stops Redis after them
-            start_new_session=True,
-        )
+        log = self.log_file.open("ab") if self.log_file is not None else None
+        try:
+            self.process = subprocess.Popen(
+                server_args(self.port, self.data_dir, appendfsync=self.appendfsync),
+                stdout=subprocess.DEVNULL,
+                stderr=log if log is not None else subprocess.PIPE,
+                # its own session: a Ctrl-C to `make run` reaches the launcher only, which stops the
+                # services (they drain against a Redis still up) and then this server
+                start_new_session=True,
+            )
+        finally:
+            if log is not None:
+                log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                if self.log_file is not None:
+                    err = self.log_file.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"redis-server exited with {self.process.returncode}: {err.strip()}")
             if answers(self.url, 0.2):
                 return self

@@ -13,8 +13,10 @@ from redis.asyncio import Redis
 from common import keys, streams
 from common.bus.inspect import consumers as group_consumers
 from common.bus.inspect import parse_id, stream_info
+from common.contracts import ContractError, DeadLetter, decode
 from common.contracts.base import now_ms
 from common.policy import Policy
+from common.redis_client import xrange
 from common.store import all_positions
 from common.streams import Service
 
@@ -49,6 +51,18 @@ class StreamView:
 
 
 @dataclass(frozen=True)
+class DeadLetterView:
+    """The newest entry of a non-empty dead-letter stream."""
+
+    entry_id: str
+    origin_stream: str
+    origin_id: str
+    group: str
+    deliveries: int
+    error: str
+
+
+@dataclass(frozen=True)
 class ServiceView:
     name: str
     instances: tuple[str, ...]
@@ -79,6 +93,8 @@ class WiringSnapshot:
     positions: dict[str, str] = field(default_factory=dict)  # symbol -> side
     ledgers: set[str] = field(default_factory=set)
     allowlist: tuple[str, ...] = ()
+    #: dead-letter stream -> its newest entry, for every one that is not empty
+    dead_letters: dict[str, DeadLetterView] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -121,8 +137,28 @@ async def collect(redis: Redis, policy: Policy | None) -> WiringSnapshot:
     for symbol in positions:
         if await redis.exists(keys.position_ledger(symbol)):
             ledgers.add(symbol)
+    letters = {v.name: await _newest_letter(redis, v.name) for v in views if is_dead_letter(v.name) and v.length}
     return WiringSnapshot(now, services, views, dict(sorted(counts.items())), positions, ledgers,
-                          policy.allowlist if policy else ())
+                          policy.allowlist if policy else (), letters)
+
+
+def is_dead_letter(name: str) -> bool:
+    spec = streams.STREAMS.get(name)
+    return bool(spec.dead_letter_of) if spec is not None else name.endswith(".dlq")
+
+
+async def _newest_letter(redis: Redis, name: str) -> DeadLetterView:
+    entries = await xrange(redis, keys.stream(name), count=1, reverse=True)
+    entry_id, fields = entries[0] if entries else ("", {})
+    try:
+        letter = decode(DeadLetter, fields)
+        return DeadLetterView(entry_id, letter.origin_stream, letter.origin_id, letter.group, letter.deliveries,
+                              letter.error)
+    except ContractError:  # not a dead letter we wrote: show what it says
+        deliveries = fields.get("deliveries", "")
+        return DeadLetterView(entry_id, fields.get("origin_stream", "?"), fields.get("origin_id", "?"),
+                              fields.get("group", "?"), int(deliveries) if deliveries.isdigit() else 0,
+                              fields.get("error", "(no error field)"))
 
 
 async def _stream_view(redis: Redis, name: str, now: int) -> StreamView:
@@ -178,6 +214,13 @@ def findings(snap: WiringSnapshot, t: Thresholds = Thresholds()) -> list[Finding
                 if c.pending and c.idle_ms > t.idle_pending_ms:
                     found.append(Finding("IDLE_WITH_PENDING", f"{subject} / {c.name}",
                                          f"{c.pending} pending, idle {c.idle_ms // 1000}s"))
+    for v in snap.streams:
+        letter = snap.dead_letters.get(v.name)
+        if letter is not None:
+            found.append(Finding("DLQ_NOT_EMPTY", v.name,
+                                 f"{v.length} dead letter(s); newest {letter.entry_id} from {letter.origin_stream} "
+                                 f"{letter.origin_id} (group {letter.group}, {letter.deliveries} deliveries): "
+                                 f"{letter.error[:300]}"))
     for symbol in sorted(snap.positions):
         if snap.allowlist and symbol not in snap.allowlist:
             found.append(Finding("POSITION_OUTSIDE_ALLOWLIST", symbol, "open position of a symbol not allowed"))

@@ -131,6 +131,19 @@ def ema_series(values: Sequence[float], period: int) -> list[float | None]:
     return out
 
 
+def ema_last(values: Sequence[float], period: int) -> float | None:
+    """The EMA after the last value, ``ema_series(values, period)[-1]`` to the last bit (the same
+    operations in the same order, without the list), ``None`` before ``period`` values."""
+    _check_period(period)
+    if len(values) < period:
+        return None
+    alpha = 2.0 / (period + 1)
+    ema = sum(values[:period]) / period
+    for x in itertools.islice(values, period, None):
+        ema += alpha * (x - ema)
+    return ema
+
+
 def _wilder_series(inputs: Sequence[float], period: int) -> list[float | None]:
     out: list[float | None] = [None] * len(inputs)
     if len(inputs) < period:

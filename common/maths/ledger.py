@@ -3,17 +3,36 @@
 Realized PnL per reducing fill is ``(exit − entry)·qty`` for a long and ``(entry − exit)·qty`` for a
 short, against the average entry; fees are kept apart, never inside the realized PnL. A fill larger
 than the position closes it and opens the rest the other way at the fill price.
+
+The rounding rule of the books (:func:`usdt`): every USDT amount is quantized to 1e-8 USDT (Binance's
+precision for commissions and PnL) with ROUND_HALF_EVEN, once, where it is computed — the PnL one fill
+realizes against the average entry (a division result), the share of a fee a split fill pays. Every
+total (a trade's, a symbol ledger's, the account's) is a sum of such amounts, so it stays on the grid
+and the books add up exactly: the account's realized PnL is the sum of the symbols', and equity is the
+start plus realized minus fees, to the last 1e-8. The hash codecs (:mod:`common.books`) quantize what
+they store again, a no-op for amounts already on the grid. Prices (average entry, VWAPs) and fractions
+(drawdown) are not USDT amounts and keep their precision.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from common.contracts.enums import PositionSide, Side
 
 ZERO = Decimal(0)
+#: the grid of every USDT amount the books hold
+USDT_PLACES = Decimal("0.00000001")
+
+
+def usdt(amount: Decimal) -> Decimal:
+    """``amount`` on the 1e-8 USDT grid, ROUND_HALF_EVEN (the rounding rule of the module docstring),
+    without trailing zeros (``12.5``, not ``12.50000000``; never an exponent above 0)."""
+    on_grid = amount.quantize(USDT_PLACES, rounding=ROUND_HALF_EVEN).normalize() + ZERO  # -0 is 0
+    exponent = on_grid.as_tuple().exponent
+    return on_grid.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else on_grid
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +135,9 @@ def apply_fill(pos: LedgerPosition, side: Side, qty: Decimal, price: Decimal, fe
         return FillOutcome(added, ZERO, False, False, None)
 
     close_qty = min(qty, pos.qty)
-    realized = (price - pos.avg_entry) * close_qty * pos.side.sign
+    realized = usdt((price - pos.avg_entry) * close_qty * pos.side.sign)
     # a flipping fill pays its fee pro rata: the closing part to this trade, the rest to the next
-    close_fee = fee if close_qty == qty else fee * close_qty / qty
+    close_fee = fee if close_qty == qty else usdt(fee * close_qty / qty)
     reduced = replace(
         pos,
         qty=pos.qty - close_qty,
@@ -147,9 +166,9 @@ def _summary(closed: LedgerPosition, closed_at: int) -> TradeSummary:
         qty=closed.max_qty,
         entry_price=closed.entry_notional / closed.exit_qty,
         exit_price=closed.exit_notional / closed.exit_qty,
-        realized_pnl=closed.realized_pnl,
-        fees=closed.fees,
-        pnl_net=closed.realized_pnl - closed.fees,
+        realized_pnl=usdt(closed.realized_pnl),
+        fees=usdt(closed.fees),
+        pnl_net=usdt(closed.realized_pnl - closed.fees),
         opened_at=closed.opened_at,
         closed_at=closed_at,
     )

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import itertools
 import math
-import statistics
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from common.maths.indicators import Atr, atr_series
 
@@ -76,6 +76,28 @@ class MarketStateParams:
             raise ValueError("chop_ac_scale must be positive")
 
 
+class MarketView(Protocol):
+    """What the decisions read of a market state: the ``marketstate`` contract the services decode, or the
+    estimator's own :class:`MarketStateValue` (the backtest hands that over as it is)."""
+
+    @property
+    def sigma(self) -> float: ...
+    @property
+    def mu(self) -> float: ...
+    @property
+    def ts_strength(self) -> float: ...
+    @property
+    def p_trend(self) -> float: ...
+    @property
+    def p_mr(self) -> float: ...
+    @property
+    def p_chop(self) -> float: ...
+    @property
+    def regime(self) -> str: ...
+    @property
+    def atr_pct(self) -> float: ...
+
+
 @dataclass(frozen=True, slots=True)
 class MarketStateValue:
     """The market state after one closed kline. ``sigma`` and ``mu`` are per kline, in log terms."""
@@ -99,12 +121,21 @@ def clip_return(r: float, previous: Sequence[float], params: MarketStateParams) 
     illiquid symbol moving by whole ticks: clipping there would hide every move)."""
     if len(previous) < params.mad_min_returns or math.isinf(params.mad_clip_k):
         return r
-    med = statistics.median(previous)
-    mad = statistics.median(abs(x - med) for x in previous)
+    med = _median(previous)
+    mad = _median([abs(x - med) for x in previous])
     if mad <= 0.0:
         return r
     bound = params.mad_clip_k * MAD_TO_SIGMA * mad
     return min(max(r, med - bound), med + bound)
+
+
+def _median(values: Sequence[float]) -> float:
+    """``statistics.median`` to the last bit (the middle value, or the mean of the two middle ones), without
+    its generality: it runs twice on every closed kline of every symbol."""
+    ordered = sorted(values)
+    n = len(ordered)
+    half = n // 2
+    return ordered[half] if n % 2 else (ordered[half - 1] + ordered[half]) / 2
 
 
 def regime_probabilities(
@@ -134,7 +165,7 @@ def _state(
     ts_strength = abs(mu) / sigma if sigma > 0.0 else 0.0
     p_trend, p_mr, p_chop = regime_probabilities(efficiency_ratio, autocorr, params.window, params)
     # ties go to the first listed: TREND, then MEAN_REVERSION, then CHOP
-    regime = max(((p_trend, TREND), (p_mr, MEAN_REVERSION), (p_chop, CHOP)), key=lambda pair: pair[0])[1]
+    regime = TREND if p_trend >= p_mr and p_trend >= p_chop else MEAN_REVERSION if p_mr >= p_chop else CHOP
     return MarketStateValue(
         sigma=sigma,
         mu=mu,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import typer
-
 from ops.cli import (
     acl_cmd,
+    backtest_cmd,
     books_cmd,
     contract_cmd,
+    data_cmd,
     ess_cmd,
     install_cmd,
     policy_cmd,
@@ -17,14 +17,17 @@ from ops.cli import (
     train_cmd,
     wiring_cmd,
 )
+from ops.cli.context import new_app
 
-app = typer.Typer(help="Quantum Trader operator tool.", no_args_is_help=True, add_completion=False)
+app = new_app(help="Quantum Trader operator tool.", no_args_is_help=True, add_completion=False)
 app.add_typer(streams_cmd.app, name="streams")
 app.add_typer(ess_cmd.app, name="ess")
 app.add_typer(policy_cmd.app, name="policy")
 app.command("redis")(redis_cmd.redis)
 app.command("run")(redis_cmd.run)
 app.command("train")(train_cmd.train)
+app.command("backtest")(backtest_cmd.backtest)
+app.add_typer(data_cmd.app, name="data")
 app.command("status")(wiring_cmd.status)
 app.command("wiring")(wiring_cmd.wiring)
 app.command("trace")(trace_cmd.trace)

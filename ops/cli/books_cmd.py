@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+import json
+from decimal import ROUND_HALF_EVEN, Decimal
 
 import typer
 from redis.asyncio import Redis
@@ -12,14 +13,35 @@ from common import keys
 from common.books import SymbolLedger
 from common.bus import publish
 from common.config import Settings
-from common.contracts import ApplyPlan, ExitReason, PlanStep, TradeClosed, decode, new_trace_id, now_ms
+from common.contracts import (
+    ApplyPlan,
+    ExitReason,
+    PlanStep,
+    TradeClosed,
+    decode,
+    new_trace_id,
+    now_ms,
+    plain_decimal,
+)
 from common.ids import exit_plan_id
-from common.maths.ledger import Account
+from common.maths.ledger import Account, usdt
 from common.positions import PositionRecord
 from common.redis_client import xrange
 from common.store import all_positions, read_account, read_ledgers, read_position, read_price
 from common.streams import Service, Stream
-from ops.cli.context import EXIT_PROBLEMS, console, with_redis
+from ops.cli.context import EXIT_PROBLEMS, FORMAT_OPTION, console, output_format, when, with_redis
+
+PRICE_PLACES = Decimal("0.00000001")
+
+
+def money(amount: Decimal) -> str:
+    """A USDT amount as the books hold it: on the 1e-8 grid (:func:`common.maths.ledger.usdt`)."""
+    return plain_decimal(usdt(amount))
+
+
+def price(value: Decimal) -> str:
+    """A price as a person reads it: an average (VWAP) to 8 decimals, as Binance shows entry prices."""
+    return plain_decimal(value.quantize(PRICE_PLACES, rounding=ROUND_HALF_EVEN).normalize() + 0)
 
 
 def positions() -> None:
@@ -53,32 +75,41 @@ def pnl() -> None:
     if account is None:
         console.print("no fills booked yet (quantum:ledger:account is empty)")
     else:
-        console.print(f"equity {account.equity}  realized {account.realized_pnl}  fees {account.fees}  "
-                      f"peak {account.peak_equity}  drawdown {account.drawdown}  day {account.day} "
-                      f"(started at {account.day_start_equity})")
+        console.print(f"equity {money(account.equity)}  realized {money(account.realized_pnl)}  "
+                      f"fees {money(account.fees)}  peak {money(account.peak_equity)}  drawdown {account.drawdown}  "
+                      f"day {account.day} (started at {money(account.day_start_equity)})")
     table = Table(title="per symbol", title_justify="left")
     for col in ("symbol", "realized", "fees", "trades", "wins", "losses"):
         table.add_column(col)
     for symbol, ledger in sorted(ledgers.items()):
-        table.add_row(symbol, str(ledger.realized_pnl), str(ledger.fees), str(ledger.trades), str(ledger.wins),
+        table.add_row(symbol, money(ledger.realized_pnl), money(ledger.fees), str(ledger.trades), str(ledger.wins),
                       str(ledger.losses))
     console.print(table)
 
 
-def trades(limit: int = typer.Option(20, help="How many, newest first.")) -> None:
-    """Closed trades from trade.closed, newest first."""
+def trades(
+    limit: int = typer.Option(20, help="How many, newest first."),
+    fmt: str = FORMAT_OPTION,
+) -> None:
+    """Closed trades from trade.closed, newest first (times local ISO; --format json: one object per trade,
+    times in epoch ms)."""
+    as_json = output_format(fmt)
 
     async def go(redis: Redis, _: Settings) -> list[TradeClosed]:
         entries = await xrange(redis, keys.stream(Stream.TRADE_CLOSED), count=limit, reverse=True)
         return [decode(TradeClosed, f) for _, f in entries]
 
     rows = with_redis(go)
+    if as_json:
+        for t in rows:
+            print(json.dumps(t.model_dump(mode="json"), ensure_ascii=False))
+        return
     table = Table(title=f"closed trades: {len(rows)}", title_justify="left")
     for col in ("closed_at", "symbol", "side", "qty", "entry", "exit", "pnl", "fees", "net", "reason"):
         table.add_column(col)
     for t in rows:
-        table.add_row(str(t.closed_at), t.symbol, t.side.value, str(t.qty), str(t.entry_price), str(t.exit_price),
-                      str(t.realized_pnl), str(t.fees), str(t.pnl_net), t.exit_reason)
+        table.add_row(when(t.closed_at), t.symbol, t.side.value, str(t.qty), price(t.entry_price), price(t.exit_price),
+                      money(t.realized_pnl), money(t.fees), money(t.pnl_net), t.exit_reason)
     console.print(table)
 
 

@@ -1,12 +1,15 @@
-"""What every ``qt`` command shares: the settings (exit 78 when wrong) and a Redis client."""
+"""What every ``qt`` command shares: the settings (exit 78 when wrong), a Redis client, how a time and a
+duration read, and how a command group is declared."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import typer
 from redis.asyncio import Redis
 from rich.console import Console
 
@@ -17,6 +20,26 @@ T = TypeVar("T")
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 EXIT_PROBLEMS = 1
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: Redis did not answer
+
+
+def new_app(**options: Any) -> typer.Typer:
+    """A command group of ``qt``. Help is click's plain layout: Typer's rich one prints a type after every
+    flag (``--help <bool>``, ``--json <bool>``) as if it took a value."""
+    return typer.Typer(rich_markup_mode=None, **options)
+
+
+#: ``--format text|json`` of the commands a person and a script both read
+FORMAT_OPTION: Any = typer.Option("text", "--format", help="text (local times) or json (one object per line, "
+                                  "epoch ms).")
+EXIT_USAGE = 2
+
+
+def output_format(fmt: str) -> bool:
+    """True for ``--format json``; exit 2 naming the choices for anything but text or json."""
+    if fmt not in ("text", "json"):
+        console.print(f"[red]--format must be text or json, not {fmt!r}[/red]")
+        raise SystemExit(EXIT_USAGE)
+    return fmt == "json"
 
 
 def settings() -> Settings:
@@ -60,3 +83,13 @@ def age(ms: int | None) -> str:
     if seconds < 172_800:
         return f"{seconds / 3600:.0f}h"
     return f"{seconds / 86400:.0f}d"
+
+
+def when(ms: int | None, *, precise: bool = False) -> str:
+    """An epoch-milliseconds time as a person reads it: local ISO 8601 with the UTC offset
+    (``2026-11-25T10:04:05+01:00``; ``precise`` adds the milliseconds; ``-``: none). ``--format json``
+    keeps the epoch milliseconds."""
+    if not ms:
+        return "-"
+    local = datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone()
+    return local.isoformat(timespec="milliseconds" if precise else "seconds")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import typer
 from redis.asyncio import Redis
 
@@ -15,16 +13,14 @@ from common.ess import Ess
 from common.maths.ledger import daily_loss_pct, drawdown_pct, roll_day
 from common.store import all_positions, current_policy, read_account, read_ess
 from common.streams import Service, Stream
-from ops.cli.context import EXIT_PROBLEMS, console, with_redis
+from ops.cli.context import EXIT_PROBLEMS, console, new_app, when, with_redis
 
-app = typer.Typer(help="The kill switch (quantum:ess): entries stop while it is TRIPPED; exits always run.",
+app = new_app(help="The kill switch (quantum:ess): entries stop while it is TRIPPED; exits always run.",
                   no_args_is_help=True)
 
 
 def _when(at_ms: int) -> str:
-    if not at_ms:
-        return "-"
-    return f"{at_ms} ({datetime.fromtimestamp(at_ms / 1000, tz=UTC).isoformat(timespec='seconds')})"
+    return f"{at_ms} ({when(at_ms)})" if at_ms else "-"
 
 
 def _print_switch(switch: Ess, exists: bool) -> None:

@@ -13,9 +13,9 @@ from common.bus.consumer import ensure_group
 from common.bus.inspect import StreamInfo, parse_id, stream_info
 from common.config import Settings
 from common.contracts.base import now_ms
-from ops.cli.context import age, console, with_redis
+from ops.cli.context import age, console, new_app, with_redis
 
-app = typer.Typer(help="Streams and consumer groups.", invoke_without_command=True, no_args_is_help=False)
+app = new_app(help="Streams and consumer groups.", invoke_without_command=True, no_args_is_help=False)
 
 
 async def init_groups(redis: Redis) -> list[tuple[str, str]]:
@@ -46,20 +46,25 @@ async def collect(redis: Redis) -> list[tuple[str, bool, StreamInfo | None]]:
 
 
 def render(rows: list[tuple[str, bool, StreamInfo | None]]) -> Table:
+    """The table of ``qt streams``. "added" (entries ever added, trimmed ones included) is XINFO's
+    entries-added, which Redis 6.2 does not give: on 6.2 the column is left out."""
     now = now_ms()
+    added = any(info is not None and info.entries_added is not None for _, _, info in rows)
     table = Table(title="quantum:stream:*", title_justify="left")
-    for column in ("stream", "length", "added", "groups", "consumers", "pending", "lag", "last entry"):
+    columns = ("stream", "length", *(("added",) if added else ()), "groups", "consumers", "pending", "lag",
+               "last entry")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("stream", "groups") else "right")
     for name, registered, info in rows:
         label = name if registered else f"[yellow]{name} (not registered)[/yellow]"
         if info is None:
-            table.add_row(label, "-", "-", "-", "-", "-", "-", "-")
+            table.add_row(label, *["-"] * (len(columns) - 1))
             continue
         groups = ", ".join(g.name for g in info.groups) or "-"
         table.add_row(
             label,
             str(info.length),
-            "-" if info.entries_added is None else str(info.entries_added),
+            *(["-" if info.entries_added is None else str(info.entries_added)] if added else []),
             groups,
             str(sum(g.consumers for g in info.groups)) if info.groups else "-",
             str(sum(g.pending for g in info.groups)) if info.groups else "-",
@@ -74,7 +79,8 @@ def show(
     ctx: typer.Context,
     watch: float = typer.Option(0.0, "--watch", help="Print the table again every N seconds."),
 ) -> None:
-    """A table of every stream: length, entries added, groups, consumers, pending, lag, age of the last entry."""
+    """A table of every stream: length, entries added (Redis 7), groups, consumers, pending, lag, age of the
+    last entry."""
     if ctx.invoked_subcommand is not None:
         return
 

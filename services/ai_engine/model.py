@@ -1,9 +1,14 @@
 """The direction model: logistic regression in numpy, and its versioned files.
 
 A model is two files in the model directory: ``ai-logreg-v0003.npz`` (standardisation and weights)
-and ``ai-logreg-v0003.json`` (name, version, feature spec, label horizon, training metrics). The JSON
-is written last, by rename, so a reader never sees a half-written model; the newest version with
-both files is the one served.
+and ``ai-logreg-v0003.json`` (name, version, feature spec, label horizon, training metrics, and
+``forced`` when it was saved although it does not beat the majority-class baseline). The JSON is
+written last, by rename, so a reader never sees a half-written model; the newest version with both
+files is the one served (the current model).
+
+A model is judged on the held-out tail against the majority-class baseline, fitted on the training
+head as the model is: always answering the head's more frequent direction (accuracy), with the head's
+share of ups as the probability (log-loss). It beats the baseline when it is better on both.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import math
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +90,51 @@ def log_loss(y: FloatArray, p: FloatArray) -> float:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """A model measured on the held-out tail beside the majority-class baseline (and on its own head)."""
+
+    accuracy: float
+    log_loss: float
+    baseline_accuracy: float
+    baseline_log_loss: float
+    test_rows: int
+    train_accuracy: float = math.nan
+    train_log_loss: float = math.nan
+    train_rows: int = 0
+
+    @property
+    def beats_baseline(self) -> bool:
+        """Better than the baseline on the held-out tail in both accuracy and log-loss."""
+        return self.accuracy > self.baseline_accuracy and self.log_loss < self.baseline_log_loss
+
+    @property
+    def accuracy_error(self) -> float:
+        """The standard error of the held-out accuracy, ``sqrt(a(1 − a)/n)``: a model can beat the baseline
+        by luck by about this much."""
+        if self.test_rows <= 0 or math.isnan(self.accuracy):
+            return math.nan
+        return math.sqrt(self.accuracy * (1.0 - self.accuracy) / self.test_rows)
+
+    def metrics(self) -> dict[str, float]:
+        """As a model's ``metrics`` (what its JSON holds)."""
+        return {"accuracy": self.accuracy, "log_loss": self.log_loss, "baseline_accuracy": self.baseline_accuracy,
+                "baseline_log_loss": self.baseline_log_loss, "test_rows": float(self.test_rows),
+                "train_accuracy": self.train_accuracy, "train_log_loss": self.train_log_loss,
+                "train_rows": float(self.train_rows)}
+
+    @classmethod
+    def from_metrics(cls, metrics: dict[str, float]) -> Evaluation:
+        """From a model's ``metrics``; NaN for what an older model's JSON does not hold."""
+        def get(name: str) -> float:
+            return float(metrics.get(name, math.nan))
+
+        return cls(accuracy=get("accuracy"), log_loss=get("log_loss"), baseline_accuracy=get("baseline_accuracy"),
+                   baseline_log_loss=get("baseline_log_loss"), test_rows=int(metrics.get("test_rows", 0)),
+                   train_accuracy=get("train_accuracy"), train_log_loss=get("train_log_loss"),
+                   train_rows=int(metrics.get("train_rows", 0)))
+
+
+@dataclass(frozen=True)
 class TrainedModel:
     """A model with what it needs to be served and judged: its spec, horizon and metrics."""
 
@@ -97,15 +147,21 @@ class TrainedModel:
     #: what it was trained on: symbol, interval, data file, row counts
     trained_on: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    #: saved (``qt train --force``) although it does not beat the majority-class baseline
+    forced: bool = False
 
     def p_up(self, row: FloatArray) -> float:
         return float(self.model.predict_proba(row))
+
+    @property
+    def evaluation(self) -> Evaluation:
+        return Evaluation.from_metrics(self.metrics)
 
     def describe(self) -> dict[str, Any]:
         """The JSON spec of this model (what ``/health`` and the JSON file say)."""
         return {"name": self.name, "version": self.version, "created_at": self.created_at,
                 "horizon": self.horizon, "features": self.spec.to_dict(), "trained_on": self.trained_on,
-                "metrics": self.metrics}
+                "metrics": self.metrics, "forced": self.forced}
 
 
 def train_test_split(x: FloatArray, y: FloatArray, test_fraction: float
@@ -120,10 +176,17 @@ def train_test_split(x: FloatArray, y: FloatArray, test_fraction: float
 
 
 def evaluate(model: LogisticModel, x: FloatArray, y: FloatArray) -> dict[str, float]:
+    """Accuracy and log-loss of ``model`` on the rows ``x``, ``y``."""
     p = model.predict_proba(x)
-    up_share = float(np.mean(y)) if len(y) else math.nan
-    return {"accuracy": accuracy(y, p), "log_loss": log_loss(y, p),
-            "baseline_accuracy": max(up_share, 1.0 - up_share), "rows": float(len(y))}
+    return {"accuracy": accuracy(y, p), "log_loss": log_loss(y, p), "rows": float(len(y))}
+
+
+def majority_baseline(y_train: FloatArray, y_test: FloatArray) -> tuple[float, float]:
+    """``(accuracy, log_loss)`` on ``y_test`` of the majority-class baseline fitted on ``y_train``: always
+    the head's more frequent direction (up on a tie, as ``p >= 0.5`` is), and its share of ups as p."""
+    prior = float(np.mean(y_train)) if len(y_train) else 0.5
+    guess = np.full(len(y_test), prior)
+    return accuracy(y_test, np.where(guess >= 0.5, 1.0, 0.0)), log_loss(y_test, guess)
 
 
 # --- files -----------------------------------------------------------------------------------------
@@ -161,9 +224,7 @@ def save(directory: Path, trained: TrainedModel) -> tuple[TrainedModel, Path, Pa
     directory.mkdir(parents=True, exist_ok=True)
     existing = versions(directory)
     version = (existing[-1] if existing else 0) + 1
-    saved = TrainedModel(model=trained.model, spec=trained.spec, horizon=trained.horizon, version=version,
-                         name=trained.name, created_at=trained.created_at, trained_on=trained.trained_on,
-                         metrics=trained.metrics)
+    saved = replace(trained, version=version)
     npz_path = directory / f"{_stem(version)}.npz"
     json_path = directory / f"{_stem(version)}.json"
     m = saved.model
@@ -186,7 +247,8 @@ def load(directory: Path, version: int) -> TrainedModel:
     return TrainedModel(model=model, spec=spec, horizon=int(spec_data["horizon"]), version=int(spec_data["version"]),
                         name=str(spec_data["name"]), created_at=int(spec_data["created_at"]),
                         trained_on=dict(spec_data.get("trained_on", {})),
-                        metrics={k: float(v) for k, v in spec_data.get("metrics", {}).items()})
+                        metrics={k: float(v) for k, v in spec_data.get("metrics", {}).items()},
+                        forced=bool(spec_data.get("forced", False)))
 
 
 def load_latest(directory: Path) -> TrainedModel | None:
@@ -197,19 +259,20 @@ def load_latest(directory: Path) -> TrainedModel | None:
 
 def train(closes: FloatArray, spec: FeatureSpec, horizon: int, *, test_fraction: float = 0.2,
           l2: float = 1e-3, trained_on: dict[str, Any] | None = None) -> TrainedModel:
-    """Fit on the head of the series and measure on the held-out tail; the metrics describe exactly the
-    model returned (it is not refitted on the tail)."""
+    """Fit on the head of the series and measure on the held-out tail beside the majority-class baseline;
+    the metrics describe exactly the model returned (it is not refitted on the tail)."""
     x, y = dataset(closes, spec, horizon)
     x_train, y_train, x_test, y_test = train_test_split(x, y, test_fraction)
     model = LogisticModel.fit(x_train, y_train, l2=l2)
     held_out = evaluate(model, x_test, y_test)
     in_sample = evaluate(model, x_train, y_train)
-    metrics = {"accuracy": held_out["accuracy"], "log_loss": held_out["log_loss"],
-               "baseline_accuracy": held_out["baseline_accuracy"], "test_rows": held_out["rows"],
-               "train_accuracy": in_sample["accuracy"], "train_log_loss": in_sample["log_loss"],
-               "train_rows": in_sample["rows"]}
+    base_accuracy, base_log_loss = majority_baseline(y_train, y_test)
+    judged = Evaluation(accuracy=held_out["accuracy"], log_loss=held_out["log_loss"],
+                        baseline_accuracy=base_accuracy, baseline_log_loss=base_log_loss, test_rows=len(y_test),
+                        train_accuracy=in_sample["accuracy"], train_log_loss=in_sample["log_loss"],
+                        train_rows=len(y_train))
     return TrainedModel(model=model, spec=spec, horizon=horizon, trained_on=dict(trained_on or {}),
-                        metrics=metrics)
+                        metrics=judged.metrics())
 
 
 def model_dir(configured: str) -> Path:

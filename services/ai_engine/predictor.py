@@ -1,4 +1,6 @@
-"""The model being served: picked up from the model directory (newest version), and asked for a side."""
+"""The model being served: picked up from the model directory (newest version), and asked for a side. A
+model saved with ``qt train --force`` (it does not beat the majority-class baseline) is served with a
+warning in the log."""
 
 from __future__ import annotations
 
@@ -60,4 +62,10 @@ class ModelStore:
         self.last_error = ""
         log.info("model_loaded", name=self.current.name, version=newest, horizon=self.current.horizon,
                  accuracy=self.current.metrics.get("accuracy"))
+        if self.current.forced:
+            judged = self.current.evaluation
+            log.warning("model_forced", name=self.current.name, version=newest, accuracy=judged.accuracy,
+                        baseline_accuracy=judged.baseline_accuracy, log_loss=judged.log_loss,
+                        baseline_log_loss=judged.baseline_log_loss,
+                        hint="saved with qt train --force: it does not beat the majority-class baseline")
         return True

@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from functools import cached_property
 
 from common.config import Settings
 from common.contracts import (
@@ -36,7 +37,6 @@ from common.contracts import (
     ExitReason,
     HarvestProposal,
     HarvestStage,
-    MarketState,
     PositionSide,
     ProposalIgnored,
 )
@@ -53,7 +53,7 @@ from common.maths.levels import (
     tighten,
     trailing_stop,
 )
-from common.maths.marketstate import MarketStateValue
+from common.maths.marketstate import MarketStateValue, MarketView
 from common.positions import PositionRecord
 from common.streams import Service
 from services.exitbrain import plans
@@ -73,6 +73,12 @@ class ExitParams(LadderParams):
     close_retry_ms: int = 120_000
     #: a position open this long is closed in full (``time_exit``); 0: no time exit
     max_hold_ms: int = 0
+
+    @cached_property
+    def kill_unarmed(self) -> KillScoreParams:
+        """The kill score's constants for a position whose regime has not been seen not against it: the
+        regime flip weighs nothing."""
+        return replace(self.kill, w_regime_flip=0.0)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ExitParams:
@@ -108,8 +114,11 @@ def position_levels(position: PositionRecord, state: ExitState, params: ExitPara
     return levels_of(position, state.base_sl, state.base_tp, params)
 
 
-def market_value(market: MarketState) -> MarketStateValue:
-    """The market state contract as the kill score reads it (the trend's sign is the sign of ``mu``)."""
+def market_value(market: MarketView) -> MarketStateValue:
+    """The market state contract as the kill score reads it (the trend's sign is the sign of ``mu``); the
+    estimator's own value as it is."""
+    if isinstance(market, MarketStateValue):
+        return market
     return MarketStateValue(
         sigma=market.sigma, mu=market.mu, ts_strength=market.ts_strength, p_trend=market.p_trend,
         p_mr=market.p_mr, p_chop=market.p_chop, regime=market.regime, atr_pct=market.atr_pct,
@@ -117,7 +126,7 @@ def market_value(market: MarketState) -> MarketStateValue:
     )
 
 
-def start(position: PositionRecord, market: MarketState | None, params: ExitParams, now: int) -> ExitState:
+def start(position: PositionRecord, market: MarketView | None, params: ExitParams, now: int) -> ExitState:
     """A fresh exit state for a position seen for the first time (or whose entry plan changed): stage 0,
     best price the entry, the stop in force the tighter of the position's and the leverage-aware one."""
     base_sl, base_tp = base_fractions(position, params)
@@ -129,7 +138,7 @@ def start(position: PositionRecord, market: MarketState | None, params: ExitPara
     return _remember_market(state, market, position.side, params)
 
 
-def _remember_market(state: ExitState, market: MarketState | None, side: PositionSide,
+def _remember_market(state: ExitState, market: MarketView | None, side: PositionSide,
                      params: ExitParams) -> ExitState:
     """The market state at entry is the first one seen with the position; the regime flip is armed once
     the regime is seen not against the position."""
@@ -142,7 +151,7 @@ def _remember_market(state: ExitState, market: MarketState | None, side: Positio
     return state
 
 
-def current_state(position: PositionRecord, state: ExitState | None, market: MarketState | None,
+def current_state(position: PositionRecord, state: ExitState | None, market: MarketView | None,
                   params: ExitParams, now: int) -> ExitState:
     """``state`` when it belongs to this position, else a fresh one; the market at entry filled in."""
     if state is None or state.position_plan_id != position.plan_id:
@@ -150,23 +159,25 @@ def current_state(position: PositionRecord, state: ExitState | None, market: Mar
     return _remember_market(state, market, position.side, params)
 
 
-def score(position: PositionRecord, state: ExitState, market: MarketState | None, now: int,
+def score(position: PositionRecord, state: ExitState, market: MarketView | None, now: int,
           params: ExitParams) -> KillScore | None:
     """The kill score, once both the market now and the market at entry are known."""
     if market is None or state.sigma_at_entry is None or state.ts_strength_at_entry is None:
         return None
-    kill_params = params.kill if state.regime_armed else replace(params.kill, w_regime_flip=0.0)
+    kill_params = params.kill if state.regime_armed else params.kill_unarmed
     result = kill_score(position.side, market_value(market), state.sigma_at_entry, state.ts_strength_at_entry,
                         max(0, now - position.created_at), kill_params)
+    if state.regime_armed:
+        return result
     # the regime was against the position since it opened: it has not *turned* against it, so the flip
     # neither counts nor is reported
-    return result if state.regime_armed else replace(result, k_regime_flip=0.0)
+    return KillScore(result.score, 0.0, result.k_sigma_spike, result.k_ts_drop, result.k_age_penalty, result.close)
 
 
 # --- per mark -----------------------------------------------------------------------------------------
 
 
-def evaluate(position: PositionRecord, state: ExitState | None, mark: Decimal, market: MarketState | None,
+def evaluate(position: PositionRecord, state: ExitState | None, mark: Decimal, market: MarketView | None,
              now: int, params: ExitParams) -> Outcome:
     """The decisions of one mark price for one position (see the module's docstring for the order).
     Whatever the ladder stage: a position still open after TP3 is managed like any other."""
@@ -292,7 +303,7 @@ def _stage_name(stage: int) -> str:
 
 
 def on_proposal(proposal: HarvestProposal, position: PositionRecord | None, state: ExitState | None,
-                market: MarketState | None, now: int, params: ExitParams) -> Outcome:
+                market: MarketView | None, now: int, params: ExitParams) -> Outcome:
     """A ``harvest.proposal`` turned into the harvest plans of the stages it reaches that were not
     proposed yet (a gap gives each missing stage in order), with the stop moved as the stage requires
     (break-even after TP1, the trailing stop from the best price). A proposal for another position, a

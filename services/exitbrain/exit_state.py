@@ -11,7 +11,7 @@ by an older exitbrain still loads: a field it lacks takes its default.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from decimal import Decimal
 
 from common.contracts import plain_decimal
@@ -56,7 +56,15 @@ class ExitState:
         return self.sigma_at_entry is not None and self.ts_strength_at_entry is not None
 
     def with_changes(self, **changes: object) -> ExitState:
-        return replace(self, **changes)  # type: ignore[arg-type]
+        """A copy with ``changes`` (field names only): ``dataclasses.replace`` without its per-call
+        introspection, on the path of every mark."""
+        unknown = changes.keys() - _FIELDS
+        if unknown:
+            raise TypeError(f"ExitState has no field {sorted(unknown)[0]!r}")
+        copy = object.__new__(ExitState)
+        copy.__dict__.update(self.__dict__)
+        copy.__dict__.update(changes)
+        return copy
 
     def to_hash(self) -> dict[str, str]:
         return {
@@ -111,6 +119,9 @@ class ExitState:
             )
         except (KeyError, ValueError, ArithmeticError):
             return None
+
+
+_FIELDS = frozenset(f.name for f in fields(ExitState))
 
 
 def _optional_float(raw: str | None) -> float | None:

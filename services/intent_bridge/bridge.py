@@ -32,7 +32,8 @@ def bridge(intent: TradeIntent, policy: Policy, rules: SymbolRules | None, *, no
            source: str) -> ApplyPlan | Refusal:
     """The ``ENTRY_PROPOSED`` plan of ``intent`` (``rules``: the symbol's, None when the exchange does not
     list it), or why it is refused. ``max_age_ms``: an intent older than this would only become a stale
-    plan (apply_layer skips those), so it is refused here with its age."""
+    plan (apply_layer skips those), so it is refused here with its age. The plan is stamped ``now_ms``
+    (its age is measured from here)."""
     if intent.symbol not in policy.allowlist:
         return Refusal(IntentRefusal.NOT_IN_ALLOWLIST, {"policy_version": policy.version})
     if rules is None or not rules.tradable:
@@ -63,6 +64,7 @@ def bridge(intent: TradeIntent, policy: Policy, rules: SymbolRules | None, *, no
         return Refusal(IntentRefusal.ABOVE_NOTIONAL_CAP, {**sized, "max_total_notional_usd": cap})
     return ApplyPlan(
         source=source,
+        ts=now_ms,
         trace_id=intent.trace_id,
         plan_id=entry_plan_id(intent.intent_id),
         symbol=intent.symbol,

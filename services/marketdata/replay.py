@@ -52,19 +52,32 @@ def split_volume(volume: Decimal, parts: int) -> list[Decimal]:
     return [piece] * (parts - 1) + [volume - piece * (parts - 1)]
 
 
-def kline_ticks(kline: Kline, length_ms: int) -> list[ReplayTick]:
-    """The four ticks a kline implies: open, the extremes in candle order, close.
+def path_prices(kline: Kline) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+    """The price path a kline is taken to have followed: open, its two extremes in candle order, close.
 
     A rising candle (close >= open) is taken to have dipped to its low before making its high; a
-    falling one to have made its high first. Their quantities add up to the kline's volume, so a
-    :class:`~services.marketdata.klines.KlineBuilder` fed these ticks rebuilds the kline.
+    falling one to have made its high first. The replay publishes these four prices as ticks, and the
+    backtest triggers stops, take-profits and liquidations on them: both see the same path.
     """
     first, second = (kline.low, kline.high) if kline.close >= kline.open else (kline.high, kline.low)
-    t0 = kline.open_time
-    times = (t0, t0 + length_ms // 3, t0 + 2 * length_ms // 3, t0 + length_ms - 1)
-    prices = (kline.open, first, second, kline.close)
+    return kline.open, first, second, kline.close
+
+
+def path_times(open_time: int, length_ms: int) -> tuple[int, int, int, int]:
+    """When the four prices of :func:`path_prices` happen: at the open, a third and two thirds into the
+    kline, and its last millisecond."""
+    return open_time, open_time + length_ms // 3, open_time + 2 * length_ms // 3, open_time + length_ms - 1
+
+
+def kline_ticks(kline: Kline, length_ms: int) -> list[ReplayTick]:
+    """The four ticks a kline implies (:func:`path_prices` at :func:`path_times`).
+
+    Their quantities add up to the kline's volume, so a
+    :class:`~services.marketdata.klines.KlineBuilder` fed these ticks rebuilds the kline.
+    """
     qtys = split_volume(kline.volume, 4)
-    return [ReplayTick(kline.symbol, t, p, q) for t, p, q in zip(times, prices, qtys, strict=True)]
+    return [ReplayTick(kline.symbol, t, p, q)
+            for t, p, q in zip(path_times(kline.open_time, length_ms), path_prices(kline), qtys, strict=True)]
 
 
 class ReplaySource:

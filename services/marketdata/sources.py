@@ -3,7 +3,9 @@ rounds until ``stop`` is set, and an empty batch at least every second so the lo
 
 - :class:`SyntheticFeed` (``synthetic``): the seeded market of :mod:`.synthetic`, every
   ``tick_interval_ms`` of real time, its clock running ``time_factor`` times faster than the wall
-  clock, after a warm-up history of ``backfill_klines`` closed klines;
+  clock, after a warm-up history of ``backfill_klines`` closed klines; its state is saved in
+  ``quantum:marketdata:synthetic`` every second and at stop, and a restart resumes from it (price,
+  regime and clock; no second warm-up) instead of replaying the seed's series from its start;
 - :class:`ReplayFeed` (``replay:<file>``): a kline file at ``replay_speed``;
 - :class:`~services.marketdata.binance_source.BinanceFeed` (``binance``): Binance's websockets.
 """
@@ -11,7 +13,8 @@ rounds until ``stop`` is set, and an empty batch at least every second so the lo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Protocol
@@ -19,7 +22,7 @@ from typing import Protocol
 import structlog
 from redis.asyncio import Redis
 
-from common import streams
+from common import keys, streams
 from common.backoff import pause
 from common.config import ConfigurationError, MarketdataSettings, Settings
 from common.contracts import ContractError, MarketKline, decode, now_ms
@@ -28,6 +31,7 @@ from common.kline_files import KlineFileError
 from common.klines import Kline, interval_ms, kline_open_time
 from common.streams import Stream
 from services.marketdata.klines import KlineBuilder
+from services.marketdata.lockstep import LockstepReplayFeed
 from services.marketdata.publisher import Batch, Tick
 from services.marketdata.replay import ReplaySource, ReplayTick
 from services.marketdata.synthetic import SyntheticMarket, SyntheticParams
@@ -40,6 +44,8 @@ IDLE_S = 1.0
 REPLAY_BATCH = 1_000
 #: a symbol with no configured start price starts at this many ticks
 DEFAULT_START_TICKS = 10_000
+#: how often (real seconds) the synthetic market's state is saved while it runs
+SAVE_INTERVAL_S = 1.0
 
 
 class Feed(Protocol):
@@ -75,17 +81,31 @@ def synthetic_origin(now_ms: int, kline_ms: int, warmup_klines: int, last_open_t
     return origin
 
 
+def resume_origin(saved_now: int, kline_ms: int, last_open_time: int | None) -> int:
+    """Where a resumed synthetic clock starts: at the saved clock, moved up to the next kline boundary
+    (the kline in progress at the stop was published in progress and is not built again) and past any
+    kline already published."""
+    origin = kline_open_time(saved_now + kline_ms - 1, kline_ms)
+    if last_open_time is not None:
+        origin = max(origin, kline_open_time(last_open_time, kline_ms) + kline_ms)
+    return origin
+
+
 class SyntheticFeed:
     """The synthetic market for ``symbols`` (tick sizes from ``rules``), on its own clock.
 
     The model is stepped with the synthetic time elapsed since the start (so the series, the mark
-    basis included, depends only on the seed); klines are stamped ``origin + elapsed``.
+    basis included, depends only on the seed); klines are stamped ``origin + elapsed``. ``saved`` (what
+    :meth:`snapshot` gave, from an earlier run) resumes the market and its clock; ``save`` is called
+    with a new snapshot every ``save_interval_s`` and when the feed stops.
     """
 
     name = "synthetic"
 
     def __init__(self, symbols: Sequence[str], rules: Mapping[str, SymbolRules], md: MarketdataSettings,
-                 *, origin_ms: int) -> None:
+                 *, origin_ms: int, saved: Mapping[str, object] | None = None,
+                 last_open_time: int | None = None, save: Callable[[str], Awaitable[object]] | None = None,
+                 save_interval_s: float = SAVE_INTERVAL_S) -> None:
         unknown = [s for s in symbols if s not in rules]
         if unknown:
             log.warning("synthetic_symbols_without_rules", symbols=unknown)
@@ -104,11 +124,37 @@ class SyntheticFeed:
             SyntheticParams(seed=md.seed, tick_interval_ms=self.step_ms),
         )
         self.builders = {s: KlineBuilder(s, self.kline_ms) for s in self.symbols}
+        self.save = save
+        self.save_interval_s = save_interval_s
+        #: the symbols that went on from a saved state (empty: a fresh start)
+        self.resumed: list[str] = []
+        if saved is not None:
+            self._resume(saved, last_open_time)
+
+    def _resume(self, saved: Mapping[str, object], last_open_time: int | None) -> None:
+        try:
+            now, elapsed, market = saved["now"], saved["elapsed"], saved["market"]
+            if not (isinstance(now, int) and isinstance(elapsed, int) and isinstance(market, Mapping)):
+                raise ValueError("now, elapsed and market of the wrong type")
+            self.resumed = self.market.resume(market)
+        except (KeyError, ValueError) as e:
+            log.warning("synthetic_state_not_resumed", error=str(e))
+            return
+        start = resume_origin(now, self.kline_ms, last_open_time)
+        self.elapsed = elapsed + (start - now)
+        self.origin = start - self.elapsed
+        self.warmup_klines = 0  # the history is there already
+        log.info("synthetic_market_resumed", at=start, symbols=self.resumed)
 
     @property
     def now(self) -> int:
         """The synthetic clock (epoch ms)."""
         return self.origin + self.elapsed
+
+    def snapshot(self) -> str:
+        """The JSON to resume from: the clock, the model time and the market's state."""
+        return json.dumps({"now": self.now, "elapsed": self.elapsed, "market": self.market.state()},
+                          ensure_ascii=False)
 
     def step(self) -> Batch:
         """One round: a tick per symbol, the klines it closed and each symbol's current kline."""
@@ -135,19 +181,37 @@ class SyntheticFeed:
         klines.sort(key=lambda k: k.open_time)
         return Batch(klines=klines)
 
+    async def _save(self) -> None:
+        if self.save is None:
+            return
+        try:
+            await self.save(self.snapshot())
+        except Exception as e:  # the market goes on; the next save (or the stop) tries again
+            log.warning("synthetic_state_not_saved", error=repr(e))
+
     async def batches(self, stop: asyncio.Event) -> AsyncIterator[Batch]:
+        # the generator resumes after a yield once its batch was published: a snapshot taken then
+        # describes what was published
         if self.warmup_klines:
             yield self.warmup()
         loop = asyncio.get_running_loop()
         next_at = loop.time()
-        while not stop.is_set():
-            yield self.step()
-            next_at += self.real_interval_s
-            delay = next_at - loop.time()
-            if delay < -10 * self.real_interval_s:  # far behind (a stall): resume the pace, no burst
-                next_at = loop.time()
-            if await pause(stop, delay):
-                return
+        save_at = loop.time()
+        try:
+            while not stop.is_set():
+                yield self.step()
+                if loop.time() >= save_at:
+                    await self._save()
+                    save_at = loop.time() + self.save_interval_s
+                next_at += self.real_interval_s
+                delay = next_at - loop.time()
+                if delay < -10 * self.real_interval_s:  # far behind (a stall): resume the pace, no burst
+                    next_at = loop.time()
+                if await pause(stop, delay):
+                    return
+        finally:
+            if self.elapsed:
+                await self._save()
 
 
 # --- replay ----------------------------------------------------------------------------------------
@@ -192,14 +256,18 @@ class ReplayFeed:
             yield Batch()
 
 
-def replay_feed(settings: Settings) -> ReplayFeed:
-    """The replay of ``replay:<file>``; a missing or malformed file is a configuration error."""
+def replay_feed(settings: Settings, redis: Redis | None = None) -> Feed:
+    """The replay of ``replay:<file>`` (in lockstep with the fleet when ``replay_lockstep``, which needs
+    ``redis``); a missing or malformed file is a configuration error."""
     md = settings.marketdata
     path = Path(settings.market_source.removeprefix("replay:"))
     try:
-        return ReplayFeed(ReplaySource(path, md.replay_symbol, md.replay_interval, md.replay_speed))
+        source = ReplaySource(path, md.replay_symbol, md.replay_interval, md.replay_speed)
     except KlineFileError as e:
         raise ConfigurationError("market_source", str(e)) from e
+    if md.replay_lockstep and redis is not None:
+        return LockstepReplayFeed(source, redis)
+    return ReplayFeed(source)
 
 
 # --- choosing the feed -----------------------------------------------------------------------------
@@ -220,7 +288,7 @@ async def build_feed(redis: Redis, settings: Settings) -> Feed:
     """The feed ``settings.market_source`` names. A bad source setting is a ConfigurationError."""
     source = settings.market_source
     if source.startswith("replay:"):
-        return replay_feed(settings)
+        return replay_feed(settings, redis)
     if source == "binance":
         from services.marketdata.binance_source import BinanceFeed
 
@@ -232,5 +300,20 @@ async def build_feed(redis: Redis, settings: Settings) -> Feed:
     except (OSError, ValueError, KeyError) as e:
         raise ConfigurationError("paper.rules_file", f"cannot read {path}: {e}") from e
     kline_ms = interval_ms(md.kline_interval)
-    origin = synthetic_origin(now_ms(), kline_ms, md.backfill_klines, await last_kline_open_time(redis))
-    return SyntheticFeed(settings.symbols, rules, md, origin_ms=origin)
+    last_open = await last_kline_open_time(redis)
+    origin = synthetic_origin(now_ms(), kline_ms, md.backfill_klines, last_open)
+    key = keys.synthetic_market()
+    raw = await redis.get(key)
+    saved = None
+    if raw:
+        try:
+            loaded = json.loads(raw)
+            saved = loaded if isinstance(loaded, dict) else None
+        except ValueError as e:
+            log.warning("synthetic_state_not_resumed", error=f"unreadable {key}: {e}")
+
+    async def save(snapshot: str) -> None:
+        await redis.set(key, snapshot)
+
+    return SyntheticFeed(settings.symbols, rules, md, origin_ms=origin, saved=saved, last_open_time=last_open,
+                         save=save)

@@ -12,6 +12,12 @@ steps by ``tick_interval_ms`` on each call; the timestamps passed in only stamp 
 
 Prices are floats inside the model (it is a model, not money) and leave it as Decimal on the
 symbol's tick grid, never below one tick.
+
+A market can be saved and resumed (:meth:`SyntheticMarket.state`, :meth:`SyntheticMarket.resume`): each
+symbol's log price, its regime with the ticks it has left, the anchor it reverts to and the ticks to its
+next jump, and the model time of the last tick. A resumed symbol continues from there, drawing from a
+stream seeded by ``sha256(seed|symbol|model time)`` (:func:`resume_seed`): the continuation is
+reproducible from the saved state, and a restart does not replay the series from its start.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from common.klines import HOUR_MS, MINUTE_MS
 
@@ -138,6 +144,16 @@ def symbol_seed(seed: int, symbol: str) -> int:
     return int.from_bytes(digest[:16], "big")
 
 
+def resume_seed(seed: int, symbol: str, model_ms: int) -> int:
+    """The seed of a symbol's stream resumed after model time ``model_ms``."""
+    digest = hashlib.sha256(f"{seed}|{symbol}|{model_ms}".encode()).digest()
+    return int.from_bytes(digest[:16], "big")
+
+
+#: the version of :meth:`SyntheticMarket.state`
+STATE_VERSION = 1
+
+
 class _Step(NamedTuple):
     """One regime's per-tick coefficients."""
 
@@ -182,6 +198,22 @@ class _SymbolState:
             return -1
         return 1 + int(math.log(1.0 - self.rng.random()) / math.log1p(-prob))
 
+    def state(self) -> dict[str, Any]:
+        return {"log_price": self.log_price, "anchor": self.anchor, "regime": self.regime.value,
+                "regime_left": self.regime_left, "jump_in": self.jump_in}
+
+    def resume(self, saved: Mapping[str, Any], seed: int, model_ms: int, steps: Mapping[Regime, _Step]) -> None:
+        """Continue from ``saved`` (what :meth:`state` gave), on a stream seeded for ``model_ms``."""
+        log_price, anchor = float(saved["log_price"]), float(saved["anchor"])
+        if not (math.isfinite(log_price) and math.isfinite(anchor)):
+            raise ValueError(f"{self.symbol}: saved prices must be finite")
+        self.rng = random.Random(resume_seed(seed, self.symbol, model_ms))
+        self.log_price, self.anchor = log_price, anchor
+        self.regime = Regime(saved["regime"])
+        self.step = steps[self.regime]
+        self.regime_left = int(saved["regime_left"])
+        self.jump_in = int(saved["jump_in"])
+
     def switch(self, steps: Mapping[Regime, _Step]) -> None:
         """Hand over to one of the other regimes, chosen uniformly."""
         others = [r for r in _REGIMES if r is not self.regime]
@@ -220,6 +252,37 @@ class SyntheticMarket:
     def regime(self, symbol: str) -> Regime:
         """The regime ``symbol`` is in now (the one its last tick was generated in)."""
         return self._by_symbol[symbol].regime
+
+    def state(self) -> dict[str, Any]:
+        """Where the market stands, as plain JSON values: the seed, the model time of the last tick and
+        each symbol's model state (see the module docstring)."""
+        return {"version": STATE_VERSION, "seed": self.params.seed, "model_ms": self._last_ts,
+                "symbols": {st.symbol: st.state() for st in self._states}}
+
+    def resume(self, saved: Mapping[str, Any]) -> list[str]:
+        """Continue from a saved :meth:`state`: the symbols it holds go on from their saved state (a
+        symbol it lacks starts afresh); the next tick must be later than the saved model time. The
+        symbols resumed; ValueError when ``saved`` is of another version or seed, or malformed."""
+        if saved.get("version") != STATE_VERSION:
+            raise ValueError(f"saved state of version {saved.get('version')!r}, not {STATE_VERSION}")
+        if saved.get("seed") != self.params.seed:
+            raise ValueError(f"saved state of seed {saved.get('seed')!r}, not {self.params.seed}")
+        model_ms = saved.get("model_ms")
+        if not isinstance(model_ms, int):
+            raise ValueError("saved state without a model time")
+        symbols = saved.get("symbols")
+        if not isinstance(symbols, Mapping):
+            raise ValueError("saved state without symbols")
+        resumed = []
+        try:
+            for st in self._states:
+                if st.symbol in symbols:
+                    st.resume(symbols[st.symbol], self.params.seed, model_ms, self._steps)
+                    resumed.append(st.symbol)
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"malformed saved state: {e!r}") from None
+        self._last_ts = model_ms
+        return resumed
 
     def next_ticks(self, ts_ms: int) -> list[SyntheticTick]:
         """Advance every symbol by one tick and return the ticks, stamped ``ts_ms``."""

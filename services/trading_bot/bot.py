@@ -19,11 +19,26 @@ from common.contracts import MarketKline, MarketState, Side, TradeIntent, new_tr
 from common.klines import DAY_MS, interval_ms
 from common.logging import bound
 from common.redis_client import REDIS_DOWN
-from common.store import read_account, read_marketstate, read_symbol_rules
+from common.store import read_account, read_marketstate, read_symbol_rule
 from common.streams import Service, Stream
 from services.trading_bot.ai_client import AiClient
-from services.trading_bot.intents import build_intent, due, sizing_params
-from services.trading_bot.signals import UNKNOWN_REGIME, Signal, TrendParams, atr_pct_of, fallback_signal
+from services.trading_bot.intents import (
+    INVALID_INTENT,
+    NO_SYMBOL_RULES,
+    build_intent,
+    refusal,
+    sizing_balance,
+    sizing_params,
+)
+from services.trading_bot.signals import (
+    UNKNOWN_REGIME,
+    Signal,
+    TrendParams,
+    ai_signal,
+    atr_pct_of,
+    fallback_signal,
+    market_atr_pct,
+)
 from services.trading_bot.window import KlineWindows, kline_row, parse
 
 log = structlog.get_logger()
@@ -77,11 +92,20 @@ class Bot:
 
     # --- klines ----------------------------------------------------------------------------------
 
-    async def on_entry(self, entry_id: str, fields: dict[Any, Any], *, decide: bool = True) -> SignalRecord | None:
+    async def on_entry(self, entry_id: str, fields: dict[Any, Any], *, decide: bool = True,
+                       held: bool = False) -> SignalRecord | None:
         """One ``market.klines`` entry: a decision when it is a new closed kline of a watched symbol (and
-        ``decide``: a kline that is not the newest of its read only feeds the window)."""
+        ``decide``: a kline that is not the newest of its read only feeds the window). ``held``: a kline
+        already in its window whose decision waited for the reads to catch up; decided while it is still
+        its window's newest."""
         kline = parse(entry_id, fields)
-        if kline is None or not self.windows.add(kline) or not decide:
+        if kline is None:
+            return None
+        if held:
+            window = self.windows.get(kline.symbol, kline.interval)
+            if not window or window[-1].open_time != kline.open_time:
+                return None
+        elif not self.windows.add(kline) or not decide:
             return None
         self.last_kline_at = now_ms()
         return await self.on_closed_kline(kline)
@@ -89,9 +113,10 @@ class Bot:
     async def on_closed_kline(self, kline: MarketKline) -> SignalRecord:
         window = self.windows.get(kline.symbol, kline.interval)
         closes = [float(k.close) for k in window]
-        own_atr = atr_pct_of([float(k.high) for k in window], [float(k.low) for k in window], closes)
         state = await read_marketstate(self.redis, kline.symbol)
-        atr_pct = state.atr_pct if state is not None and state.atr_pct > 0 else own_atr
+        atr_pct = market_atr_pct(state)
+        if atr_pct is None:
+            atr_pct = atr_pct_of([float(k.high) for k in window], [float(k.low) for k in window], closes)
         signal, ai = await self._signal(kline, window, closes, atr_pct, state)
         record = await self._act(kline, signal, ai, atr_pct, state)
         self.recent.append(record)
@@ -106,7 +131,7 @@ class Bot:
             self._note_ai(answer.reason or "answered", answer.latency_ms)
             if answer.prediction is not None:
                 p = answer.prediction
-                return Signal(p.side, p.confidence, f"{p.model}-v{p.version}", "ai"), "answered"
+                return ai_signal(p.side, p.confidence, p.model, p.version), "answered"
             AI_FALLBACKS.labels(answer.reason).inc()
             ai = answer.reason
         else:
@@ -135,21 +160,20 @@ class Bot:
                 intent_id=intent.intent_id if intent else "", trace_id=intent.trace_id if intent else "")
 
         conf = self.settings.signal
-        if signal is None or atr_pct is None:
-            return record("warming_up" if atr_pct is None or len(self.windows.get(kline.symbol, kline.interval))
-                          < self.trend.ema_slow else "no_signal")
-        if signal.confidence < conf.min_confidence:
-            return record(signal.note if signal.note == "against_trend" else "below_min_confidence")
-        interval_ms = _interval_ms(self.windows.get(kline.symbol, kline.interval))
+        window = self.windows.get(kline.symbol, kline.interval)
         key = (kline.symbol, kline.interval)
-        if not due(self.last_published.get(key), signal.side, kline.open_time, interval_ms,
-                   conf.repeat_after_klines):
-            return record("repeat")
-        rules = (await read_symbol_rules(self.redis)).get(kline.symbol)
+        reason = refusal(signal, atr_pct, len(window), ema_slow=self.trend.ema_slow,
+                         min_confidence=conf.min_confidence, last=self.last_published.get(key),
+                         open_time=kline.open_time, interval_ms=_interval_ms(window),
+                         repeat_after_klines=conf.repeat_after_klines)
+        if reason is not None:
+            return record(reason)
+        assert signal is not None and atr_pct is not None
+        rules = await read_symbol_rule(self.redis, kline.symbol)
         if rules is None:
-            return record("no_symbol_rules")
+            return record(NO_SYMBOL_RULES)
         account = await read_account(self.redis)
-        balance = account.equity if account is not None and account.equity > 0 else conf.default_balance_usd
+        balance = sizing_balance(account.equity if account is not None else None, conf.default_balance_usd)
         trace_id = new_trace_id()
         try:
             intent = build_intent(symbol=kline.symbol, open_time=kline.open_time, signal=signal,
@@ -158,7 +182,7 @@ class Bot:
                                   rules=rules, params=self.sizing, source=Service.TRADING_BOT, trace_id=trace_id)
         except ValueError as e:
             log.warning("intent_invalid", symbol=kline.symbol, error=str(e).splitlines()[0])
-            return record("invalid_intent")
+            return record(INVALID_INTENT)
         await self.publish(intent, origin="signal")
         self.last_published[key] = (signal.side, kline.open_time)
         return record(intent=intent)

@@ -18,12 +18,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from common.contracts import MarketState, Side
-from common.maths.indicators import atr_series, ema_series
-from common.maths.marketstate import TREND
+from common.contracts import Side
+from common.maths.indicators import atr_series, ema_last
+from common.maths.marketstate import TREND, MarketView
 
 FALLBACK_MODEL = "fallback-trend-following"
 UNKNOWN_REGIME = "UNKNOWN"
+#: the note of a signal vetoed by a strong trend the other way
+AGAINST_TREND = "against_trend"
 
 
 @dataclass(frozen=True)
@@ -56,16 +58,33 @@ def atr_pct_of(highs: Sequence[float], lows: Sequence[float], closes: Sequence[f
     return None if atr is None or closes[-1] <= 0 else atr / closes[-1]
 
 
-def fallback_signal(closes: Sequence[float], atr_pct: float, state: MarketState | None,
+def market_atr_pct(state: MarketView | None) -> float | None:
+    """The ATR fraction the market state gives, when it gives one (> 0); None: the window's own
+    (:func:`atr_pct_of`) stands in."""
+    return state.atr_pct if state is not None and state.atr_pct > 0 else None
+
+
+def ai_signal(side: Side, confidence: float, model: str, version: int) -> Signal:
+    """ai_engine's prediction as a signal, named ``<model>-v<version>``."""
+    return Signal(side, confidence, f"{model}-v{version}", "ai")
+
+
+def fallback_signal(closes: Sequence[float], atr_pct: float, state: MarketView | None,
                     params: TrendParams = TrendParams()) -> Signal | None:
     """The trend-following signal after the last close, or None (not warm yet, or no spread at all)."""
     if len(closes) < params.ema_slow:
         return None
-    fast = ema_series(closes, params.ema_fast)[-1]
-    slow = ema_series(closes, params.ema_slow)[-1]
-    if fast is None or slow is None or closes[-1] <= 0:
+    return trend_signal(ema_last(closes, params.ema_fast), ema_last(closes, params.ema_slow), closes[-1], atr_pct,
+                        state, params)
+
+
+def trend_signal(fast: float | None, slow: float | None, close: float, atr_pct: float, state: MarketView | None,
+                 params: TrendParams = TrendParams()) -> Signal | None:
+    """:func:`fallback_signal` from the two EMAs of the window already computed (the backtest computes
+    them for every window at once): the signal of their spread at ``close``."""
+    if fast is None or slow is None or close <= 0:
         return None
-    spread = (fast - slow) / closes[-1]
+    spread = (fast - slow) / close
     if spread == 0.0 or not math.isfinite(spread):
         return None
     side = Side.BUY if spread > 0 else Side.SELL
@@ -76,6 +95,6 @@ def fallback_signal(closes: Sequence[float], atr_pct: float, state: MarketState 
         trend_sign = (state.mu > 0) - (state.mu < 0)
         aligned = trend_sign == (1 if side is Side.BUY else -1)
         if not aligned and state.regime == TREND and state.p_trend >= params.strong_trend_p:
-            return Signal(side, 0.0, FALLBACK_MODEL, "against_trend")
+            return Signal(side, 0.0, FALLBACK_MODEL, AGAINST_TREND)
         weight = state.p_trend if aligned else 0.0
     return Signal(side, 0.5 + 0.5 * strength * weight, FALLBACK_MODEL, "ema_cross")

@@ -130,7 +130,7 @@ def test_a_second_instance_under_the_same_name_refuses_to_start(redis_url: str, 
         poll_sync(lambda: "service_ready" in first.log())
         second = Proc(["-m", "tests.integration.bus_worker", "hop1"], env, tmp_path / "second.log").start()
         assert second.popen is not None and second.popen.wait(30) == 78
-        assert "QT_INSTANCE" in second.log() and "configuration error" in second.log()
+        assert "QT_INSTANCE" in second.log() and "configuration_error" in second.log()
         assert first.alive
         assert json.loads(client.get(key) or "{}")["pid"] == (first.popen.pid if first.popen else None)
         third = Proc(["-m", "tests.integration.bus_worker", "hop1"], {**env, "QT_INSTANCE": "2"},

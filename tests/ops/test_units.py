@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from common.config import load_settings
+from common.config import CREDENTIAL_FILES, load_settings
 from common.streams import Service
 from ops import deploy
 from tests.integration.cli.qt import qt
@@ -144,3 +146,90 @@ def test_stack_runs_without_writable_executable_memory() -> None:
         pytest.skip("this kernel has no PR_SET_MDWE")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1"
+
+
+def test_units_are_ordered_after_the_target_so_a_stop_waits_for_them() -> None:
+    """Every unit is PartOf= and After= quantum-trader.target (stop jobs run in the reverse of the start
+    order: the services stop first and the target's stop job waits for them); the target itself orders
+    after no service (that would be a cycle, and is what made `systemctl stop` return at once)."""
+    target = directives(deploy.target_template())
+    assert not any(deploy.unit_name(s) in " ".join(target.get("After", [])) for s in Service.ALL)
+    assert "Before" not in target
+    for service in Service.ALL:
+        d = directives(deploy.unit_template(service))
+        after = " ".join(d["After"]).split()
+        assert deploy.TARGET in after and d["PartOf"] == [deploy.TARGET], service
+        assert deploy.TARGET not in " ".join(d.get("Before", [])), service
+
+
+@needs_analyze
+def test_systemd_analyze_finds_no_ordering_cycle_with_the_target(tmp_path: Path) -> None:
+    """Verifying the target with its units (a start transaction of each) reports no ordering cycle."""
+    dest = install(tmp_path, redis_acl=True, binance=True)
+    units = [str(dest / deploy.TARGET), *(str(dest / deploy.unit_name(s)) for s in Service.ALL)]
+    out = subprocess.run([str(ANALYZE), "verify", *units], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "cycle" not in (out.stdout + out.stderr).lower()
+
+
+def load_credentials(unit_texts: list[str]) -> dict[str, str]:
+    """LoadCredential=ID:PATH of the given unit and drop-in texts: ID -> PATH."""
+    found: dict[str, str] = {}
+    for text in unit_texts:
+        for value in directives(text).get("LoadCredential", []):
+            ident, _, path = value.partition(":")
+            found[ident] = path
+    return found
+
+
+def test_qt_install_help_says_which_drop_in_a_deployment_needs(redis_url: str) -> None:
+    """`qt install --help`: the base units load no credentials; --binance for Binance, --redis-acl for a
+    Redis with ACL users, each naming its credential files."""
+    done = qt(redis_url, "install", "--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "The base units load no credentials: on Binance add --binance, with a Redis that enforces ACLs add " \
+           "--redis-acl" in text
+    assert "Needed for exchange=binance or binance-testnet" in text and "quantum.binance-api-key" in text
+    assert "Needed when Redis enforces ACL users" in text and "quantum-<service>.redis" in text
+
+
+@pytest.mark.parametrize("service", deploy.BINANCE_SERVICES)
+def test_a_rendered_unit_with_credentials_reads_its_keys(tmp_path: Path, service: str) -> None:
+    """End to end from the rendered files: the credentials the unit and its drop-ins load (LoadCredential=
+    IDs, files under $CREDENTIALS_DIRECTORY as systemd hands them over) and its Environment= lines reach
+    the settings the service reads at start, by the unit's own interpreter and working directory."""
+    files = deploy.render_all(deploy.InstallOptions(str(deploy.REPO_ROOT), "quantum", redis_acl=True,
+                                                    binance=True))
+    unit = files[deploy.unit_name(service)]
+    dropins = [text for name, text in files.items() if name.startswith(f"{deploy.unit_name(service)}.d/")]
+    assert "LoadCredential" not in unit  # the base unit loads none: the drop-ins do
+    creds = load_credentials(dropins)
+    assert set(creds) == {"QT_BINANCE__API_KEY", "QT_BINANCE__API_SECRET", "QT_REDIS_PASSWORD"}
+    assert set(creds) <= set(CREDENTIAL_FILES)
+    secrets = {"QT_BINANCE__API_KEY": "unitKEY-9f1e", "QT_BINANCE__API_SECRET": "unitSECRET-77aa",
+               "QT_REDIS_PASSWORD": f"pw-{service}"}
+    store = tmp_path / "credentials"
+    store.mkdir()
+    for ident in creds:
+        (store / ident).write_text(secrets[ident] + "\n")
+    d = directives(unit)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QT_") and k != "CREDENTIALS_DIRECTORY"}
+    for text in (unit, *dropins):
+        for assignment in directives(text).get("Environment", []):
+            name, _, value = assignment.partition("=")
+            env[name] = value
+    env.update({"CREDENTIALS_DIRECTORY": str(store), "QT_EXCHANGE": "binance-testnet"})
+    python = d["ExecStart"][0].split()[0]
+    probe = ("import json; from common.config import settings_or_exit; s = settings_or_exit('probe'); "
+             "print(json.dumps([s.binance.api_key.get_secret_value(), s.binance.api_secret.get_secret_value(), "
+             "s.redis_username, s.redis_password.get_secret_value()]))")
+    done = subprocess.run([python, "-c", probe], cwd=d["WorkingDirectory"][0], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout) == ["unitKEY-9f1e", "unitSECRET-77aa", service, f"pw-{service}"]
+    # without the credentials the Binance settings refuse to start (exit 78), naming what is missing
+    del env["CREDENTIALS_DIRECTORY"]
+    refused = subprocess.run([python, "-c", probe], cwd=d["WorkingDirectory"][0], env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 78 and "api_key" in refused.stdout

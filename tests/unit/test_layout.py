@@ -51,7 +51,10 @@ DECISIONS = (
     "services/apply_layer/gates.py", "services/apply_layer/book.py", "services/exitbrain/decide.py",
     "services/exitbrain/plans.py", "services/exitbrain/exit_state.py", "services/harvest_proposal/propose.py",
     "services/intent_bridge/bridge.py", "services/trading_bot/signals.py", "services/trading_bot/intents.py",
-    "services/governor/risk.py", "services/position_monitor/reconcile.py",
+    "services/governor/risk.py", "services/position_monitor/reconcile.py", "services/harvest_brain/booking.py",
+    "services/marketdata/replay.py", "services/marketdata/state.py",
+    # the backtest runs the decisions above on a simulated clock: it reaches no I/O either
+    "backtest",
 )
 #: what a decision must not reach, even through the project modules it imports
 IO = frozenset({"redis", "aiohttp", "httpx", "fastapi", "uvicorn", "binance", "websockets", "prometheus_client",

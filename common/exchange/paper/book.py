@@ -11,8 +11,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 from common.contracts.base import plain_decimal
 from common.contracts.enums import Side
-from common.exchange.base import CLIENT_ID_RE, ConditionalKind
-from common.exchange.errors import OrderRejected
+from common.exchange.base import CLIENT_ID_RE, ConditionalKind, ConditionalOrder, ConditionalStatus
+from common.exchange.errors import REDUCE_ONLY_REJECTED, OrderRejected
 from common.exchange.rules import SymbolRules
 
 #: money and average prices are kept to 8 decimals, as Binance reports commissions and entry prices
@@ -22,6 +22,11 @@ BPS = Decimal(10_000)
 MAINTENANCE_MARGIN_RATE = Decimal("0.004")
 DEFAULT_LEVERAGE = 20
 ZERO = Decimal(0)
+#: the asset of the wallet and of every fee
+FEE_ASSET = "USDT"
+#: Binance's answer to a second close-position conditional of one type and direction (public captures;
+#: -4130 is not on Binance's error-code page)
+CLOSE_POSITION_EXISTS = "An open stop or take profit order with GTE and closePosition in the direction is existing."
 
 
 # --- Binance's rejections ------------------------------------------------------------------------
@@ -44,7 +49,7 @@ def margin_insufficient() -> OrderRejected:
 
 
 def reduce_only_rejected() -> OrderRejected:
-    return OrderRejected(-2022, "ReduceOnly Order is rejected.")
+    return OrderRejected(REDUCE_ONLY_REJECTED, "ReduceOnly Order is rejected.")
 
 
 def would_immediately_trigger() -> OrderRejected:
@@ -250,3 +255,123 @@ def available_balance(
     )
     margin = sum((p.initial_margin for p in positions), ZERO)
     return money(account.wallet_balance - margin + unrealized), unrealized
+
+
+# --- fill decisions ------------------------------------------------------------------------------
+#
+# What a fill will be, decided from values: the paper exchange runs these inside its Redis transactions
+# (:mod:`.fills`), the backtest over its in-memory book.
+
+
+@dataclass(frozen=True)
+class FillDecision:
+    """A fill decided: its side, quantity, price and fee, and what it does to the position."""
+
+    side: Side
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
+    trade: Trade
+
+
+@dataclass(frozen=True)
+class Unfilled:
+    """A triggered conditional that ends without a fill: its new status and Binance's reason."""
+
+    status: ConditionalStatus
+    reason: str
+
+
+#: the one failure reason Binance's docs show for an algo order (ALGO_UPDATE sample: CANCELED so)
+REDUCE_ONLY_REJECT = "Reduce Only reject"
+
+
+def market_fill(
+    rules: SymbolRules,
+    side: Side,
+    qty: Decimal,
+    reduce_only: bool,
+    mark: Decimal,
+    position: PaperPosition | None,
+    leverage: int,
+    slippage_bps: Decimal,
+    taker_fee: Decimal,
+    ts_ms: int,
+) -> FillDecision:
+    """A market order at ``mark``: reduce-only against the position (-2022 without one to reduce; capped
+    at its size), else the minimum notional (-4164); the fill at the slipped mark with the taker fee. The
+    margin is checked apart (:func:`check_margin`), against the book as it is."""
+    fill_qty = qty
+    if reduce_only:
+        if position is None or position.close_side is not side:
+            raise reduce_only_rejected()
+        fill_qty = min(qty, abs(position.qty))
+    else:
+        check_min_notional(rules, qty, mark)
+    price = fill_price(rules, mark, side, slippage_bps)
+    fee = fee_of(fill_qty, price, taker_fee)
+    trade = apply_fill(position, rules.symbol, side, fill_qty, price, leverage, ts_ms)
+    return FillDecision(side, fill_qty, price, fee, trade)
+
+
+def check_margin(
+    decision: FillDecision,
+    position: PaperPosition | None,
+    leverage: int,
+    account: PaperAccount,
+    held: list[PaperPosition],
+    marks: dict[str, Decimal],
+) -> None:
+    """-2019 when the part of the fill that opens exposure needs more initial margin (plus the fee) than
+    is available. A flip first closes the old position: its margin and PnL are back before the new one
+    opens. Nothing to check for a fill that opens nothing."""
+    trade = decision.trade
+    if trade.opening_qty <= 0:
+        return
+    available, _ = available_balance(account, held, marks)
+    released = position.initial_margin + trade.realized_pnl if trade.closing_qty and position else ZERO
+    if trade.opening_qty * decision.price / leverage + decision.fee > available + released:
+        raise margin_insufficient()
+
+
+def conditional_fill(
+    order: ConditionalOrder,
+    position: PaperPosition | None,
+    rules: SymbolRules,
+    mark: Decimal,
+    slippage_bps: Decimal,
+    taker_fee: Decimal,
+    ts_ms: int,
+) -> FillDecision | Unfilled | None:
+    """An open conditional at ``mark``: None when it does not trigger; :class:`Unfilled` when it triggers
+    with nothing on its side to reduce (a close-position one EXPIRED — its position is gone —, a
+    quantity-based one CANCELED "Reduce Only reject", Binance's docs sample); else its fill against the
+    position, at the slipped mark. A quantity above the position closes the position and no more."""
+    if not triggers(order.kind, order.side, order.trigger_price, mark):
+        return None
+    if position is None or position.close_side is not order.side:
+        if order.close_position:
+            return Unfilled(ConditionalStatus.EXPIRED, "")
+        return Unfilled(ConditionalStatus.CANCELED, REDUCE_ONLY_REJECT)
+    qty = abs(position.qty)
+    if not order.close_position and order.quantity is not None:
+        qty = min(order.quantity, qty)
+    price = fill_price(rules, mark, order.side, slippage_bps)
+    fee = fee_of(qty, price, taker_fee)
+    trade = apply_fill(position, rules.symbol, order.side, qty, price, position.leverage, ts_ms)
+    return FillDecision(order.side, qty, price, fee, trade)
+
+
+def liquidation_fill(
+    position: PaperPosition | None, rules: SymbolRules, mark: Decimal, taker_fee: Decimal, ts_ms: int
+) -> FillDecision | None:
+    """The whole position closed at its liquidation price with the taker fee, when ``mark`` crossed it;
+    None otherwise."""
+    if position is None or not position.liquidated_at(rules, mark):
+        return None
+    price = position.liquidation_price(rules)
+    qty = abs(position.qty)
+    side = position.close_side
+    fee = fee_of(qty, price, taker_fee)
+    trade = apply_fill(position, rules.symbol, side, qty, price, position.leverage, ts_ms)
+    return FillDecision(side, qty, price, fee, trade)

@@ -54,6 +54,8 @@ from common.exchange.errors import (
     TemporaryError,
 )
 from common.exchange.paper.book import (
+    CLOSE_POSITION_EXISTS,
+    FEE_ASSET,
     available_balance,
     check_client_id,
     check_leverage,
@@ -64,16 +66,13 @@ from common.exchange.paper.book import (
     would_immediately_trigger,
 )
 from common.exchange.paper.codec import ConditionalRecord
-from common.exchange.paper.fills import FEE_ASSET, FillBooker
+from common.exchange.paper.fills import FillBooker
 from common.exchange.paper.store import OnCommit, PaperStore
 from common.exchange.rules import SymbolRules, load_rules_file
 from common.store import read_price
 
 log = structlog.get_logger()
 
-#: Binance's answer to a second close-position conditional of one type and direction (public captures;
-#: -4130 is not on Binance's error-code page)
-CLOSE_POSITION_EXISTS = "An open stop or take profit order with GTE and closePosition in the direction is existing."
 #: conditionals ended by the exchange, kept for :meth:`PaperExchange.events` at most
 ENDED_MAX = 1_000
 

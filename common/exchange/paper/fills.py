@@ -28,26 +28,20 @@ from common.exchange.base import (
 )
 from common.exchange.errors import DuplicateClientOrderId, TemporaryError
 from common.exchange.paper.book import (
-    ZERO,
+    FEE_ASSET,
     PaperAccount,
     PaperPosition,
-    apply_fill,
-    available_balance,
-    check_min_notional,
+    Unfilled,
+    check_margin,
+    conditional_fill,
     default_leverage,
-    fee_of,
-    fill_price,
-    margin_insufficient,
-    reduce_only_rejected,
-    triggers,
+    liquidation_fill,
+    market_fill,
 )
 from common.exchange.paper.codec import ConditionalRecord
 from common.exchange.paper.store import OnCommit, PaperStore
 from common.exchange.rules import SymbolRules
 
-FEE_ASSET = "USDT"
-#: the one failure reason Binance's docs show for an algo order (ALGO_UPDATE sample: CANCELED so)
-REDUCE_ONLY_REJECT = "Reduce Only reject"
 log = structlog.get_logger()
 #: told of every conditional the exchange ended without a fill, once its transaction committed
 OnEnded = Callable[[ConditionalEnded], None]
@@ -83,79 +77,65 @@ class FillBooker:
     ) -> OrderResult:
         """A market order. Checks that depend on the book, in order: the duplicate first (a resent
         order must be recognised whatever the market did since), then the mark, reduce-only,
-        notional and margin."""
+        notional and margin (:func:`market_fill`, :func:`check_margin`)."""
         symbol = rules.symbol
         if await self._store.order_exists(pipe, client_order_id):
             raise DuplicateClientOrderId(-4116, "ClientOrderId is duplicated.")
         if mark is None:
             raise TemporaryError(f"paper: no fresh mark price for {symbol}")
         position = await self._store.position(pipe, symbol)
-        fill_qty = qty
-        if reduce_only:
-            if position is None or position.close_side is not side:
-                raise reduce_only_rejected()
-            fill_qty = min(qty, abs(position.qty))
-        else:
-            check_min_notional(rules, qty, mark)
-        price = fill_price(rules, mark, side, self._settings.slippage_bps)
-        fee = fee_of(fill_qty, price, self._settings.taker_fee)
         leverage = await self._store.leverage(pipe, symbol) or default_leverage(rules)
         ts = self._clock()
-        trade = apply_fill(position, symbol, side, fill_qty, price, leverage, ts)
+        decision = market_fill(rules, side, qty, reduce_only, mark, position, leverage,
+                               self._settings.slippage_bps, self._settings.taker_fee, ts)
         account = await self._store.account(pipe)
-        if trade.opening_qty > 0:
+        if decision.trade.opening_qty > 0:
             held = await self._store.positions(pipe)
-            available, _ = available_balance(account, list(held.values()), await self._store.marks(list(held)))
-            # a flip first closes the old position: its margin and PnL are back before the new one opens
-            released = position.initial_margin + trade.realized_pnl if trade.closing_qty and position else ZERO
-            if trade.opening_qty * price / leverage + fee > available + released:
-                raise margin_insufficient()
-        fill = await self._fill(pipe, client_order_id, symbol, side, fill_qty, price, fee, reduce_only,
-                                trade.realized_pnl, ts)
+            check_margin(decision, position, leverage, account, list(held.values()),
+                         await self._store.marks(list(held)))
+        trade = decision.trade
+        fill = await self._fill(pipe, client_order_id, symbol, side, decision.qty, decision.price, decision.fee,
+                                reduce_only, trade.realized_pnl, ts)
         order = OrderResult(
-            symbol, client_order_id, fill.order_id, side, OrderStatus.FILLED, qty, fill_qty, price,
+            symbol, client_order_id, fill.order_id, side, OrderStatus.FILLED, qty, decision.qty, decision.price,
             reduce_only, ts, (fill,),
         )
         kind = FillKind.EXIT if reduce_only else FillKind.ENTRY
         leftovers = await self._leftovers(pipe, symbol) if trade.position is None else []
         self._store.begin(pipe)
         self._store.put_order(pipe, order, kind)
-        self._book(pipe, on_commit, fill, kind, trade.position, account.after(trade.realized_pnl, fee), leftovers)
+        self._book(pipe, on_commit, fill, kind, trade.position, account.after(trade.realized_pnl, decision.fee),
+                   leftovers)
         return order
 
     async def conditional(
         self, pipe: Pipeline, on_commit: OnCommit, rules: SymbolRules, client_algo_id: str, mark: Decimal
     ) -> ExchangeEvent | None:
         """Fill a triggered conditional against the position, atomically with marking it FINISHED. With
-        nothing on its side to reduce it ends unfilled: a close-position one EXPIRED (its position is
-        gone), a quantity-based one CANCELED "Reduce Only reject" (Binance's docs sample). A quantity
-        above the position closes the position and no more (not confirmed from Binance's docs: a Binance
-        FAQ says reduce-only stop-market orders at or above the position size are not limited; the
-        executor keeps a stop's quantity equal to the position anyway). None when nothing filled."""
+        nothing on its side to reduce it ends unfilled (:func:`conditional_fill`: a close-position one
+        EXPIRED, a quantity-based one CANCELED "Reduce Only reject"). A quantity above the position closes
+        the position and no more (not confirmed from Binance's docs: a Binance FAQ says reduce-only
+        stop-market orders at or above the position size are not limited; the executor keeps a stop's
+        quantity equal to the position anyway). None when nothing filled."""
         symbol = rules.symbol
         record = await self._store.conditional(pipe, client_algo_id)
         if record is None or record.order.status is not ConditionalStatus.NEW:
             return None
         o = record.order
-        if not triggers(o.kind, o.side, o.trigger_price, mark):
-            return None
         ts = self._clock()
         position = await self._store.position(pipe, symbol)
-        if position is None or position.close_side is not o.side:
-            self._store.begin(pipe)
-            if o.close_position:
-                self.end(pipe, on_commit, record, ts, ConditionalStatus.EXPIRED, "")
-            else:
-                self.end(pipe, on_commit, record, ts, ConditionalStatus.CANCELED, REDUCE_ONLY_REJECT)
+        decision = conditional_fill(o, position, rules, mark, self._settings.slippage_bps,
+                                    self._settings.taker_fee, ts)
+        if decision is None:
             return None
-        qty = abs(position.qty)
-        if not o.close_position and o.quantity is not None:
-            qty = min(o.quantity, qty)
-        price = fill_price(rules, mark, o.side, self._settings.slippage_bps)
-        fee = fee_of(qty, price, self._settings.taker_fee)
-        trade = apply_fill(position, symbol, o.side, qty, price, position.leverage, ts)
+        if isinstance(decision, Unfilled):
+            self._store.begin(pipe)
+            self.end(pipe, on_commit, record, ts, decision.status, decision.reason)
+            return None
+        trade = decision.trade
         account = await self._store.account(pipe)
-        fill = await self._fill(pipe, client_algo_id, symbol, o.side, qty, price, fee, True, trade.realized_pnl, ts)
+        fill = await self._fill(pipe, client_algo_id, symbol, o.side, decision.qty, decision.price, decision.fee,
+                                True, trade.realized_pnl, ts)
         leftovers = [] if trade.position is not None else [
             r for r in await self._leftovers(pipe, symbol) if r.order.client_algo_id != client_algo_id
         ]
@@ -164,7 +144,7 @@ class FillBooker:
         self._store.put_conditional(
             pipe, replace(record, order=finished, updated_ms=ts, order_id=fill.order_id, fill=fill), open_=False
         )
-        account = account.after(trade.realized_pnl, fee)
+        account = account.after(trade.realized_pnl, decision.fee)
         self._book(pipe, on_commit, fill, o.kind.fill_kind, trade.position, account, leftovers)
         return ExchangeEvent(kind=o.kind.fill_kind, fill=fill, origin_id=client_algo_id)
 
@@ -172,26 +152,24 @@ class FillBooker:
         self, pipe: Pipeline, on_commit: OnCommit, rules: SymbolRules, mark: Decimal
     ) -> ExchangeEvent | None:
         """Close the whole position at its liquidation price as an ``autoclose-<n>`` order (Binance's
-        name for them), with the taker fee. None when the position is gone or no longer crossed."""
+        name for them), with the taker fee (:func:`liquidation_fill`). None when the position is gone or no
+        longer crossed."""
         symbol = rules.symbol
         position = await self._store.position(pipe, symbol)
-        if position is None or not position.liquidated_at(rules, mark):
-            return None
         ts = self._clock()
-        price = position.liquidation_price(rules)
-        qty = abs(position.qty)
-        side = position.close_side
-        fee = fee_of(qty, price, self._settings.taker_fee)
-        trade = apply_fill(position, symbol, side, qty, price, position.leverage, ts)
+        decision = liquidation_fill(position, rules, mark, self._settings.taker_fee, ts)
+        if decision is None:
+            return None
+        trade, side, qty, price = decision.trade, decision.side, decision.qty, decision.price
         account = await self._store.account(pipe)
-        fill = await self._fill(pipe, "", symbol, side, qty, price, fee, True, trade.realized_pnl, ts)
+        fill = await self._fill(pipe, "", symbol, side, qty, price, decision.fee, True, trade.realized_pnl, ts)
         origin = f"autoclose-{fill.order_id}"
         fill = replace(fill, client_order_id=origin)
         order = OrderResult(symbol, origin, fill.order_id, side, OrderStatus.FILLED, qty, qty, price, True, ts, (fill,))
         leftovers = await self._leftovers(pipe, symbol)
         self._store.begin(pipe)
         self._store.put_order(pipe, order, FillKind.LIQUIDATION)
-        account = account.after(trade.realized_pnl, fee)
+        account = account.after(trade.realized_pnl, decision.fee)
         self._book(pipe, on_commit, fill, FillKind.LIQUIDATION, trade.position, account, leftovers)
         return ExchangeEvent(kind=FillKind.LIQUIDATION, fill=fill, origin_id=origin)
 

@@ -10,8 +10,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[3]
 
 
-def qt(redis_url: str, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QT_")}
-    env.update({"REDIS_URL": redis_url, "PYTHONPATH": str(REPO), "COLUMNS": "220"})
-    return subprocess.run([sys.executable, "-m", "ops.cli", *args], env=env, cwd=REPO, capture_output=True,
+def qt(redis_url: str, *args: str, timeout_s: float = 60,
+       env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``qt ARGS`` against ``redis_url``, with no QT_ variable of ours but those in ``env``."""
+    run_env = {k: v for k, v in os.environ.items() if not k.startswith("QT_")}
+    run_env.update({"REDIS_URL": redis_url, "PYTHONPATH": str(REPO), "COLUMNS": "220", **(env or {})})
+    return subprocess.run([sys.executable, "-m", "ops.cli", *args], env=run_env, cwd=REPO, capture_output=True,
                           text=True, timeout=timeout_s)

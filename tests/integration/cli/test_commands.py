@@ -76,7 +76,7 @@ def test_trace_follows_an_intent_to_its_trade_closed(redis_url: str) -> None:
     trade.closed — and nothing of another chain."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     intent_id, plan_id = seed_chain(client)
-    done = qt(redis_url, "trace", intent_id, "--json")
+    done = qt(redis_url, "trace", intent_id, "--format", "json")
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["stream"] for r in rows] == ["trade.intent", "apply.plan", "apply.result", "execution.result",

@@ -110,9 +110,12 @@ def _first_ticks(redis_url: str, log: Path, count: int, **env: str) -> tuple[lis
 
 def test_same_seed_gives_the_same_ticks_and_restarts_keep_open_times_increasing(
         redis_url: str, tmp_path: Path) -> None:
-    """Two runs with one seed publish the same first 40 ticks (prices and marks); another seed
-    differs; each restart's klines open after the last one already published."""
+    """Two fresh runs with one seed publish the same first 40 ticks (prices and marks); another seed
+    differs; each restart's klines open after the last one already published. (Fresh: the saved market
+    state is deleted in between, else a restart resumes it — tests/integration/marketdata/
+    test_synthetic_resume.py.)"""
     first, opens_1 = _first_ticks(redis_url, tmp_path / "a.log", 40, QT_MARKETDATA__SEED="7")
+    _client(redis_url).delete(keys.synthetic_market())
     second, opens_2 = _first_ticks(redis_url, tmp_path / "b.log", 40, QT_MARKETDATA__SEED="7")
     other, _ = _first_ticks(redis_url, tmp_path / "c.log", 40, QT_MARKETDATA__SEED="8")
     assert first == second

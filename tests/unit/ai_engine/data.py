@@ -4,10 +4,12 @@ return predicts the next one with probability 0.5 + asin(phi)/pi (2/3 for phi = 
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 
+from common.klines import Kline, interval_ms
 from services.ai_engine.features import FloatArray
 
 
@@ -33,3 +35,24 @@ def write_kline_file(path: Path, closes: FloatArray, start_ms: int = 1_700_000_0
         prev = close
     path.write_text(json.dumps(rows))
     return path
+
+
+def drift_closes(n: int = 4000, drift: float = 0.0006, vol: float = 0.001, seed: int = 1) -> FloatArray:
+    """Independent returns with an upward drift: about 70% of the moves are up and nothing else is
+    learnable, so the best a model can do is the majority class."""
+    rng = np.random.default_rng(seed)
+    closes: FloatArray = 100.0 * np.exp(np.cumsum(rng.normal(drift, vol, n)))
+    return closes
+
+
+def klines_of(closes: FloatArray, symbol: str = "BTCUSDT", interval: str = "1m",
+              start_ms: int = 1_700_000_000_000) -> list[Kline]:
+    """Closed klines of these closes (open = previous close), ``interval`` apart."""
+    step = interval_ms(interval)
+    klines, prev = [], Decimal(f"{closes[0]:.4f}")
+    for i, value in enumerate(closes.tolist()):
+        close = Decimal(f"{value:.4f}")
+        klines.append(Kline(symbol, interval, start_ms + i * step, prev, max(prev, close), min(prev, close), close,
+                            Decimal(1), True))
+        prev = close
+    return klines

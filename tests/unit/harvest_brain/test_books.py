@@ -18,14 +18,8 @@ from common.contracts import ExecutionResult, TradeClosed, decode
 from common.maths.ledger import new_account
 from common.redis_client import hgetall
 from common.streams import Service, Stream
-from services.harvest_brain.books import (
-    Bookkeeper,
-    OpenTrade,
-    book_fill,
-    exit_reason,
-    trade_from_hash,
-    trade_to_hash,
-)
+from services.harvest_brain.booking import OpenTrade, book_fill, exit_reason
+from services.harvest_brain.books import Bookkeeper, trade_from_hash, trade_to_hash
 from tests.helpers import hex16, run
 
 D = Decimal
