@@ -1,50 +1,51 @@
-"""``python -m bench``: contract codec, bus throughput against a real Redis, market state and kill score.
+"""``python -m bench [GROUP ...]``: every figure beside its reference measured in the same run, the ratio and
+the goal, printed as a table and written to ``bench/results.json``.
 
-Figures are printed, one line each; they depend on the machine and are not asserted anywhere.
+Figures depend on the machine and are never asserted by a test. Groups (default: all, about 12 minutes):
+``codec`` (contracts and decision maths), ``bus`` (one and three hops against a bare redis-py loop),
+``fleet`` (real processes: stop crossings, the 580-kline burst, marketdata on Binance's all-market streams,
+intent_bridge's restart, memory), ``backtest`` (a year of 5m klines of 10 symbols).
 """
 
 from __future__ import annotations
 
 import asyncio
-import resource
+import sys
 import tempfile
 import time
-import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
-
-from common import streams
-from common.bus import Consumer, Delivery, Effects, publish
-from common.bus.metrics import BusMetrics
-from common.config import BusSettings
+from bench import backtest, bus, fleet_rows
+from bench.report import Row, format_row, header, write
 from common.contracts import ApplyPlan, TradeIntent, decode, encode
 from common.contracts.enums import PositionSide
 from common.maths.kill_score import KillScoreParams, kill_score
 from common.maths.marketstate import MarketStateEstimator, MarketStateParams
-from common.streams import Service, Stream
 from ops.redis_server import EmbeddedRedis, free_port
-from tests.helpers import entry_plan, intent
 
 
-def line(name: str, value: float, unit: str, extra: str = "") -> None:
-    print(f"{name:<44} {value:>14,.0f} {unit}{'  ' + extra if extra else ''}")
-
-
-def codec(n: int = 20_000) -> None:
-    message = intent(1)
-    plan = entry_plan(message)
-    for contract, sample in ((TradeIntent, message), (ApplyPlan, plan)):
+def codec(n: int = 20_000) -> list[Row]:
+    """Encode+decode of the two busiest contracts; the reference is a bare ``dict`` copy of the same
+    fields (what a hop costs with no contract at all)."""
+    message = bus.intent(1)
+    rows = []
+    for contract, sample in ((TradeIntent, message), (ApplyPlan, bus.plan_of(message))):
         fields = encode(sample)
         started = time.perf_counter()
         for _ in range(n):
             decode(contract, encode(sample))
-        line(f"codec {contract.__name__} encode+decode", n / (time.perf_counter() - started), "msg/s",
-             f"{len(fields)} fields")
+        rate = n / (time.perf_counter() - started)
+        started = time.perf_counter()
+        for _ in range(n):
+            dict(fields)
+        bare = n / (time.perf_counter() - started)
+        rows.append(Row(f"codec_{contract.__name__}", f"codec {contract.__name__} encode+decode", rate, "msg/s",
+                        "dict copy of the fields", bare, details={"fields": len(fields)}))
+    return rows
 
 
-def marketstate(n: int = 50_000) -> None:
+def decisions(n: int = 50_000) -> list[Row]:
     estimator = MarketStateEstimator(MarketStateParams())
     price = 100.0
     started = time.perf_counter()
@@ -52,58 +53,58 @@ def marketstate(n: int = 50_000) -> None:
     for i in range(n):
         price *= 1.0 + (0.001 if i % 7 else -0.004)
         value = estimator.update(price, price * 1.002, price * 0.998, price)
-    line("marketstate incremental update", n / (time.perf_counter() - started), "kline/s")
+    state_rate = n / (time.perf_counter() - started)
     assert value is not None
     started = time.perf_counter()
     for _ in range(n):
         kill_score(PositionSide.LONG, value, 0.01, 0.5, 3_600_000, KillScoreParams())
-    line("kill score", n / (time.perf_counter() - started), "eval/s")
+    score_rate = n / (time.perf_counter() - started)
+    return [Row("marketstate_update", "market state incremental update", state_rate, "kline/s"),
+            Row("kill_score", "kill score", score_rate, "eval/s")]
 
 
-async def bus(url: str, n: int = 5_000) -> None:
-    redis = Redis.from_url(url, decode_responses=True)
-    await redis.flushall()
-    for i in range(n):
-        await publish(redis, Service.TRADING_BOT, (Stream.TRADE_INTENT, intent(i)))
-    done = asyncio.Event()
-    count = 0
-
-    async def handle(delivery: Delivery) -> Effects:
-        nonlocal count
-        count += 1
-        if count == n:
-            done.set()
-        assert isinstance(delivery.message, TradeIntent)
-        return Effects().publish(Stream.APPLY_PLAN, entry_plan(delivery.message))
-
-    settings = BusSettings(batch_size=64, block_ms=100)
-    consumer = Consumer(redis, streams.get(Stream.TRADE_INTENT), Service.INTENT_BRIDGE, "bench@local", handle,
-                        settings, metrics=BusMetrics(CollectorRegistry()))
-    await consumer.setup()
-    stop = asyncio.Event()
-    tracemalloc.start()
-    started = time.perf_counter()
-    task = asyncio.create_task(consumer.run(stop))
-    await asyncio.wait_for(done.wait(), 300)
-    elapsed = time.perf_counter() - started
-    stop.set()
-    await task
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    line("bus consume-produce (commit + XACK each)", n / elapsed, "entry/s", f"{n} entries, batch 64")
-    line("bus consumer peak traced memory", peak / 1024, "KiB")
-    assert await redis.xlen(streams.get(Stream.APPLY_PLAN).key) == n
-    await redis.aclose()
-
-
-def main() -> None:
-    print("Quantum Trader benchmarks (figures, not limits)")
-    codec()
-    marketstate()
+def bus_rows() -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(free_port(), Path(tmp)) as server:
-        asyncio.run(bus(server.url))
-    line("process max RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "KiB")
+        return asyncio.run(bus.measure(server.url))
+
+
+def fleet() -> list[Row]:
+    with tempfile.TemporaryDirectory(prefix="qt-bench-") as tmp:
+        return fleet_rows.measure(Path(tmp), on_row=lambda row: print(format_row(row), flush=True))
+
+
+def backtest_rows() -> list[Row]:
+    f = backtest.run()
+    return [Row("backtest_klines_per_s", "backtest: a year of 5m klines, 10 symbols, fallback model",
+                f["backtest_klines_per_s"], "kline/s", "bare loop reading the same klines",
+                f["bare_loop_klines_per_s"], f"≥ {f['goal_klines_per_s']:,} kline/s", bool(f["goal_met"]),
+                details=f)]
+
+
+#: each group's rows; "fleet" prints its rows itself as they are measured
+GROUPS: dict[str, Callable[[], list[Row]]] = {"codec": lambda: codec() + decisions(), "bus": bus_rows,
+                                              "fleet": fleet, "backtest": backtest_rows}
+PRINTS_ITSELF = {"fleet"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    names = (argv if argv is not None else sys.argv[1:]) or list(GROUPS)
+    unknown = [n for n in names if n not in GROUPS]
+    if unknown:
+        print(f"unknown bench group(s) {', '.join(unknown)}; known: {', '.join(GROUPS)}", file=sys.stderr)
+        return 2
+    print("Quantum Trader benchmarks (figures beside their references; not limits)")
+    print(header())
+    rows: list[Row] = []
+    for name in names:
+        for row in GROUPS[name]():
+            if name not in PRINTS_ITSELF:
+                print(format_row(row), flush=True)
+            rows.append(row)
+    write(rows)
+    print(f"{len(rows)} rows written to bench/results.json")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
