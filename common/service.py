@@ -37,7 +37,7 @@ from common.bus.consumer import (
 from common.bus.effects import Fence
 from common.config import ConfigurationError, Settings, exit_config_error, settings_or_exit
 from common.contracts.base import now_ms
-from common.exchange.errors import ExchangeError
+from common.exchange.errors import ExchangeError, TemporaryError
 from common.http import serve, with_metrics
 from common.instance import ProcessIdentity
 from common.logging import configure_logging
@@ -216,14 +216,9 @@ async def _main(service: str, settings: Settings, setup: Setup) -> int:
     try:
         if not await wait_for_redis(redis, settings, stop):
             return 0
-        ctx = ServiceContext(service, settings, redis, stop)
-        if not await claim_instance(ctx):
+        ctx = await _set_up(service, settings, redis, stop, setup)
+        if ctx is None:
             return 0
-        try:
-            await setup(ctx)
-        except BaseException:
-            await _close(ctx)
-            raise
         if stop.is_set():  # stopped during setup (a standby waiting for its lease): nothing was started
             await _close(ctx)
             log.info("service_stopped", exit_code=0)
@@ -238,6 +233,36 @@ async def _main(service: str, settings: Settings, setup: Setup) -> int:
         return await _supervise(ctx)
     finally:
         await redis.aclose()
+
+
+#: what a start meets when Redis or the exchange is down for a moment: waited out and started again
+STARTUP_OUTAGES: tuple[type[BaseException], ...] = (TemporaryError, *REDIS_DOWN)
+
+
+async def _set_up(service: str, settings: Settings, redis: Redis, stop: asyncio.Event,
+                  setup: Setup) -> ServiceContext | None:
+    """Claim the instance and run ``setup``. Redis or the exchange down meanwhile (a restart while Redis
+    restarts) is ridden out: what the failed attempt registered is closed, and the start is tried again
+    after a capped backoff — the service does not die of it. None when stopped first."""
+    backoff = Backoff(settings.bus.reconnect_initial_ms / 1000, settings.bus.reconnect_max_ms / 1000)
+    attempt = 0
+    while True:
+        ctx = ServiceContext(service, settings, redis, stop)
+        try:
+            if not await claim_instance(ctx):
+                return None
+            await setup(ctx)
+            return ctx
+        except STARTUP_OUTAGES as e:
+            await _close(ctx)
+            delay = backoff.delay_s(attempt)
+            attempt += 1
+            log.warning("setup_waiting", error=str(e) or type(e).__name__, attempt=attempt, retry_in_s=round(delay, 3))
+            if await pause(stop, delay):
+                return None
+        except BaseException:
+            await _close(ctx)
+            raise
 
 
 async def _until_redis(fn: Callable[[], Awaitable[Any]], settings: Settings, stop: asyncio.Event) -> None:

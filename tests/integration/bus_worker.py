@@ -2,7 +2,8 @@
 
 ``python -m tests.integration.bus_worker hop1`` consumes trade.intent as intent_bridge and publishes one
 apply.plan per intent; ``hop2`` consumes apply.plan as apply_layer and publishes one apply.result per
-plan. ``QT_TEST_DELAY_MS`` slows each entry down (to catch a batch in hand).
+plan; ``flaky_setup`` is hop1 whose setup meets an outage twice first. ``QT_TEST_DELAY_MS`` slows each
+entry down (to catch a batch in hand).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 
 from common.bus import Delivery, Effects
 from common.contracts import ApplyPlan, ApplyResult, TradeIntent
+from common.exchange.errors import TemporaryError
 from common.service import ServiceContext, run
 from common.streams import Service, Stream
 from tests.helpers import entry_plan
@@ -63,6 +65,16 @@ def main() -> None:
             ctx.serve_http(app)
 
         run(Service.TRADING_BOT, setup_http)
+    elif hop == "flaky_setup":
+        failures = {"left": 2}
+
+        async def setup_flaky(ctx: ServiceContext) -> None:
+            ctx.consume(Stream.TRADE_INTENT, hop1)  # registered before the failure: dropped with the attempt
+            if failures["left"]:
+                failures["left"] -= 1
+                raise TemporaryError("paper start: redis unavailable: Connection closed by server.")
+
+        run(Service.INTENT_BRIDGE, setup_flaky)
     elif hop == "hop1":
 
         async def setup1(ctx: ServiceContext) -> None:

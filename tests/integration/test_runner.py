@@ -140,3 +140,29 @@ def test_a_second_instance_under_the_same_name_refuses_to_start(redis_url: str, 
         assert client.exists(key) == 1
     finally:
         first.kill()
+
+
+def test_a_start_that_meets_an_outage_waits_and_starts_again(redis_url: str, tmp_path: Path) -> None:
+    """Found by the fleet chaos run in CI: position_monitor restarted while Redis restarted, its setup met
+    "redis unavailable" and the process died (exit 1). A start that meets an outage (Redis, or the exchange
+    answering TemporaryError) waits and starts again — what the failed attempt registered is dropped (one
+    consumer, not three) — and the service comes up, consumes, and stops with 0."""
+    proc = Proc(["-m", "tests.integration.bus_worker", "flaky_setup"],
+                {"REDIS_URL": redis_url, "QT_BUS__BLOCK_MS": "100", "QT_BUS__RECONNECT_INITIAL_MS": "50"},
+                tmp_path / "worker.log").start()
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        deadline = time.monotonic() + 20
+        while '"service_ready"' not in proc.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lines = [json.loads(line) for line in proc.log().splitlines() if line.startswith("{")]
+        events = [line["event"] for line in lines]
+        assert events.count("setup_waiting") == 2 and "service_ready" in events
+        ready = next(line for line in lines if line["event"] == "service_ready")
+        assert ready["consumes"] == [Stream.TRADE_INTENT]
+        assert proc.popen is not None and proc.popen.poll() is None
+        proc.popen.send_signal(15)
+        assert proc.popen.wait(20) == 0
+    finally:
+        proc.kill()
+        client.close()
