@@ -291,6 +291,30 @@ class FillRouter:
                     await self._reprotect_stop(position)
         return wanting
 
+    async def sweep_orphans(self) -> int:
+        """Our protective orders resting on a symbol with no position — a cancel lost to a fault, or a stop
+        placed as its position closed — are cancelled: a quantity-based reduce-only stop outlives its
+        position on Binance and would close a later position of the symbol at a stale level. A symbol whose
+        exchange position is not booked yet is left to the catch-up. Returns how many were cancelled."""
+        positions = await all_positions(self.redis)
+        swept = 0
+        for order in await self.exchange.open_conditionals():
+            if not order.client_algo_id.startswith("qt-") or order.symbol in positions:
+                continue
+            async with self.locks[order.symbol]:
+                if await read_position(self.redis, order.symbol) is not None:
+                    continue
+                if order.symbol in await self.exchange.positions():
+                    continue
+                try:
+                    await self.exchange.cancel_conditional(order.symbol, order.client_algo_id)
+                except OrderNotFound:
+                    continue
+            swept += 1
+            log.warning("orphan_protection_cancelled", symbol=order.symbol, client_algo_id=order.client_algo_id,
+                        kind=order.kind.value, trigger_price=str(order.trigger_price))
+        return swept
+
     async def _reprotect_stop(self, position: PositionRecord) -> None:
         """A position with no stop on record (its placement failed): place one now."""
         rules = (await self.exchange.symbol_rules()).get(position.symbol)

@@ -33,10 +33,11 @@ log = structlog.get_logger()
 async def settle_round(executor: Executor) -> None:
     """The periodic round: missed exchange fills booked, and the plans of our own orders found among them
     settled at once (booked with their fills and protected); then every SUBMITTING record older than the
-    bound."""
+    bound; then the protective orders: every position's checked, and ours resting with no position cancelled."""
     await catch_up(executor)
     await settle_submitting(executor, periodic=True)
     await executor.router.audit_protection()
+    await executor.router.sweep_orphans()
 
 
 async def catch_up(executor: Executor) -> int:

@@ -13,9 +13,10 @@ import pytest
 
 from common import keys
 from common.bus import commit
-from common.contracts import Decision, ExitReason, FillKind
+from common.contracts import Decision, ExitReason, FillKind, Side
 from common.exchange.base import ConditionalKind, ConditionalStatus, client_order_id
 from common.exit_levels import LadderParams, base_fractions, levels_of
+from common.ids import hex16
 from common.policy import Limits, Policy
 from common.streams import Stream
 from services.apply_layer.settle import settle_round
@@ -496,3 +497,30 @@ def _async(fn: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
         return fn()
 
     return check
+
+
+def test_a_protective_order_left_resting_with_no_position_is_cancelled_by_the_settling_round(
+        redis_url: str) -> None:
+    """Found by the long fleet chaos run on Binance: after the quiesce a stop of ours rested on SOLUSDT with no
+    position (a cancel lost to a fault). A quantity-based reduce-only stop outlives its position and would
+    close a later position of the symbol at a stale level: the settling round cancels it. The stop of an
+    open position is left alone, and an order that is not ours is never touched."""
+
+    async def scenario() -> None:
+        async with running(redis_url, prices={"BTCUSDT": "50000", "ETHUSDT": "3000"}) as h:
+            opened = entry("kept")
+            await h.send(opened)
+            await h.result(opened)
+            position = await h.position()
+            assert position is not None and position.sl_order_id
+            orphan = await h.paper.place_conditional("ETHUSDT", ConditionalKind.STOP_MARKET, Side.SELL, D("2900"),
+                                                     client_order_id(hex16("orphan"), "sl"),
+                                                     close_position=False, quantity=D("0.1"))
+            foreign = await h.paper.place_conditional("ETHUSDT", ConditionalKind.STOP_MARKET, Side.SELL, D("2800"),
+                                                      "manual-stop", close_position=False, quantity=D("0.1"))
+            await settle_round(h.executor)
+            left = {c.client_algo_id for c in await h.paper.open_conditionals()}
+            assert orphan.client_algo_id not in left
+            assert foreign.client_algo_id in left and position.sl_order_id in left
+
+    run(scenario())
