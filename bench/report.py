@@ -57,11 +57,20 @@ def header() -> str:
 
 
 def write(rows: list[Row], path: Path = RESULTS) -> None:
-    """``bench/results.json``: every row with its figures (machine-dependent: not committed)."""
+    """``bench/results.json``: every row with its figures and when it was measured (machine-dependent: not
+    committed). A run of some groups replaces their rows and keeps the others' latest."""
+    at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    kept: list[dict[str, object]] = []
+    fresh = {row.key for row in rows}
+    if path.exists():
+        try:
+            kept = [r for r in json.loads(path.read_text()).get("rows", []) if r.get("key") not in fresh]
+        except (ValueError, AttributeError):
+            kept = []
     data = {
-        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "at": at,
         "machine": {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()},
-        "rows": [{**asdict(row), "ratio": row.ratio} for row in rows],
+        "rows": kept + [{**asdict(row), "ratio": row.ratio, "at": at} for row in rows],
     }
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
