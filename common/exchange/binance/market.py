@@ -4,8 +4,10 @@
 into Decimal-valued events and :class:`~common.klines.Kline` values.
 
 One all-market mark price stream instead of one per symbol: 580 symbols are 581 streams on one
-connection, not 1,160 (Binance caps the streams of one connection at 1,024), and one message a second
-instead of 580.
+connection, not 1,160, and one message a second instead of 580. The cap on streams per connection is not
+settled: Binance's USD-M "Connect" page says 1,024; its options page for the same routed endpoints
+(``/market``) and NautilusTrader's adapter say 200. Not confirmed for USD-M ``/market``: above 200 symbols
+the subscription may have to be split over several connections.
 
 - mark price (one symbol, the element's shape): https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams/Mark-Price-Stream
 - mark price of all symbols (an array of those elements): https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams/Mark-Price-Stream-for-All-market

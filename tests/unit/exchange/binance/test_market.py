@@ -121,7 +121,7 @@ def test_rest_rows_leave_out_the_kline_in_progress() -> None:
 
 def test_stream_names_are_the_all_market_mark_price_and_a_kline_stream_per_symbol() -> None:
     """``!markPrice@arr@1s`` once, and ``<symbol>@kline_<interval>`` lower-cased: 580 symbols are 581
-    streams on the connection (Binance allows 1,024), not 1,160."""
+    streams on the connection, not 1,160."""
     assert stream_names(["BTCUSDT", "XRPUSDT"], "5m") == ["!markPrice@arr@1s", "btcusdt@kline_5m", "xrpusdt@kline_5m"]
     assert len(stream_names([f"S{i}USDT" for i in range(580)], "1m")) == 581
 
