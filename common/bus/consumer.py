@@ -16,8 +16,8 @@ A ``batched`` consumer (its handler reads nothing that the effects of earlier en
 see them committed) handles the entries its lane holds one after another and commits their effects and
 XACKs together in one MULTI/EXEC, in stream order: each entry's effects still happen exactly once, with its
 XACK, and a handler failure commits the entries before it and leaves the failing one at the lane's head.
-At most ``in_flight_max`` entries are held in memory, and two batches' worth in lanes that are not failing;
-the reader waits for room. Before a failed entry is tried again its lane checks what it holds against the
+At most ``in_flight_max`` entries are held in memory, and a batch's worth (two, batched) in lanes that are
+not failing; the reader waits for room. Before a failed entry is tried again its lane checks what it holds against the
 group's pending list (an entry whose commit met an outage may have gone through: it is never handled twice).
 """
 
@@ -265,6 +265,8 @@ class Consumer:
         self._orphans: set[str] = set()
         #: an XAUTOCLAIM met trimmed entries it could not name (Redis 6.2): read the own pending list again
         self._reread_own = False
+        #: while an own-pending read is on its way: the entries that left the lanes meanwhile (finished)
+        self._gone: set[str] | None = None
         self._room = asyncio.Event()
         self._failure: BaseException | None = None
         self._stop = asyncio.Event()
@@ -393,12 +395,15 @@ class Consumer:
         return claimed
 
     def _free(self) -> int:
-        """How many more entries may be read: at most ``in_flight_max`` held, and at most two batches' worth
+        """How many more entries may be read: at most ``in_flight_max`` held, and at most a batch's worth
         held by lanes that are not failing (a failing lane's entries wait behind it without stopping the
-        reader). A busy consumer reads the next batch while its lanes handle the one in hand — the read's
-        round trip overlaps the handling — and no further, so a stop drains little."""
+        reader) — two for a batched consumer, which reads its next batch while it commits the one in hand.
+        No further, so a stop drains little and a consumer killed again and again (each restart's re-read
+        counts a delivery of every entry it held) does not bring entries it never started to the
+        dead-letter stream."""
         active = sum(len(lane.entries) for lane in self._lanes.values() if not lane.failures)
-        return min(self.settings.in_flight_max - len(self._held), 2 * self.settings.batch_size - active)
+        ahead = (2 if self.batched else 1) * self.settings.batch_size
+        return min(self.settings.in_flight_max - len(self._held), ahead - active)
 
     # --- Redis reads -------------------------------------------------------------------------------
 
@@ -428,10 +433,17 @@ class Consumer:
                 self.last_progress = time.monotonic()
                 await self._refresh_if_due(self.last_progress)  # what waits in lanes keeps its owner
                 continue
-            entries = await self._read(start, block=False, count=min(self._free(), self.settings.batch_size))
-            if not entries:
-                return
-            self._route(entries, await self._delivery_counts(entries))
+            self._gone = set()
+            try:
+                entries = await self._read(start, block=False, count=min(self._free(), self.settings.batch_size))
+                if not entries:
+                    return
+                counts = await self._delivery_counts(entries)
+                gone = self._gone
+            finally:
+                self._gone = None
+            # an entry a lane finished (committed) while this read was on its way is in the reply but done
+            self._route([entry for entry in entries if entry[0] not in gone], counts)
             start = entries[-1][0]
 
     async def _claim_dead(self, *, justid: bool = True) -> bool:
@@ -551,8 +563,7 @@ class Consumer:
                     lane.failures += 1
         finally:
             for entry in lane.entries:
-                self._held.discard(entry.entry_id)
-                self._orphans.discard(entry.entry_id)
+                self._release(entry.entry_id)
             lane.entries.clear()
             if self._lanes.get(lane.key) is lane:
                 del self._lanes[lane.key]
@@ -581,10 +592,10 @@ class Consumer:
                     (entry_id in self._orphans and entry_id not in lane.unsure):
                 kept.append(entry)
                 continue
-            self._held.discard(entry_id)
+            orphan = entry_id in self._orphans
+            self._release(entry_id)
             self._forget(entry_id)
-            if entry_id in self._orphans:
-                self._orphans.discard(entry_id)
+            if orphan:
                 log.error("entry_outcome_unknown", stream=self.spec.name, group=self.group, entry_id=entry_id,
                           reason="trimmed from the stream while its commit met an outage")
             else:
@@ -599,9 +610,15 @@ class Consumer:
     def _drop(self, lane: _Lane) -> None:
         entry = lane.entries.pop(0)
         lane.started = max(0, lane.started - 1)
-        self._held.discard(entry.entry_id)
-        self._orphans.discard(entry.entry_id)
+        self._release(entry.entry_id)
         self._room.set()
+
+    def _release(self, entry_id: str) -> None:
+        """An entry leaves memory (finished, or found settled elsewhere)."""
+        self._held.discard(entry_id)
+        self._orphans.discard(entry_id)
+        if self._gone is not None:
+            self._gone.add(entry_id)
 
     async def _attempt(self, lane: _Lane, entry: _Entry) -> tuple[bool, bool]:
         """One try of the lane's head: (handled, failed because Redis was unavailable). An outage does not

@@ -226,3 +226,61 @@ def test_entries_read_while_a_failing_lane_checks_what_it_holds_are_kept(
         await redis.aclose()
 
     run(scenario())
+
+
+def test_an_entry_finished_while_an_own_pending_read_was_on_its_way_is_not_handled_again(
+        redis_url: str, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the second reader's takeover test once the read-ahead went back to one batch: a consumer
+    re-reads its own pending list (after claiming a dead consumer's entries) while a lane commits an entry;
+    the reply still lists that entry, the lane drops it before the reply is routed, and it was handled a
+    second time. What finished while the read was on its way is not routed."""
+
+    async def scenario() -> None:
+        redis = Redis.from_url(redis_url, decode_responses=True)
+        sent = await publish_intents(redis, 3)
+        release, holding = asyncio.Event(), asyncio.Event()
+        calls: list[str] = []
+        inner = forward(calls)
+
+        async def handle(delivery: Delivery) -> Effects:
+            if delivery.message.intent_id == sent[0].intent_id and not release.is_set():
+                holding.set()
+                await release.wait()
+            return await inner(delivery)  # type: ignore[no-any-return]
+
+        consumer = Consumer(redis, streams.get(Stream.TRADE_INTENT), Service.INTENT_BRIDGE, "intent_bridge@t",
+                            handle, settings.bus, metrics=BusMetrics(CollectorRegistry()))
+        real_counts = consumer._delivery_counts
+        first = keys.stream(Stream.TRADE_INTENT)
+        head = (await redis.xrange(first, count=1))[0][0]
+
+        async def counts_while_the_lane_finishes(entries: list[tuple[str, Any]]) -> dict[str, int]:
+            found = await real_counts(entries)
+            release.set()  # the entry in hand commits now, while the reply waits to be routed
+
+            async def finished() -> bool:
+                return head not in consumer._held
+
+            await poll(finished, timeout_s=10)
+            return found
+
+        await consumer.setup()
+        stop = asyncio.Event()
+        task = asyncio.create_task(consumer.run(stop))
+
+        await asyncio.wait_for(holding.wait(), 10)
+        monkeypatch.setattr(consumer, "_delivery_counts", counts_while_the_lane_finishes)
+        await consumer._read_own_pending()
+        monkeypatch.setattr(consumer, "_delivery_counts", real_counts)
+
+        async def done() -> bool:
+            return await redis.xlen(keys.stream(Stream.APPLY_PLAN)) >= 3 and await drained(redis)
+
+        await poll(done)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        assert [p.intent_id for p in await plans(redis)] == [m.intent_id for m in sent]
+        assert calls.count(sent[0].intent_id) == 1
+        await redis.aclose()
+
+    run(scenario())
