@@ -35,6 +35,10 @@ log = structlog.get_logger()
 SEND_MARGIN = 0.8
 
 
+#: the wait between tries of a renewal that raced a change of the lease key
+RENEW_RETRY_S = 0.02
+
+
 class LeaseLost(RuntimeError):
     """Another instance holds the lease, or it could not be renewed within its TTL: stop executing."""
 
@@ -167,7 +171,8 @@ class Lease:
         have executed in between without holding it now, and every commit of this one is fenced. A renewal
         that raced a change of the key (its expiry, for one) looks again."""
         key = keys.apply_lease()
-        for _ in range(3):
+        give_up = time.monotonic() + self.ttl_ms / 1000
+        while True:
             async with self.redis.pipeline(transaction=True) as pipe:
                 try:
                     await pipe.watch(key)
@@ -180,10 +185,15 @@ class Lease:
                     pipe.set(key, self.owner, px=self.ttl_ms)
                     await pipe.execute()
                 except WatchError:
-                    continue  # looked at again: held by another now (LeaseLost), or ours to renew
+                    # looked at again: held by another now (LeaseLost), or ours to renew. Right after a Redis
+                    # restart the key can be touched several times in a row (its expiry, the reload): tried
+                    # again for up to a TTL — never sending meanwhile (check() sees the renewal late)
+                    if time.monotonic() > give_up:
+                        raise LeaseLost("the lease kept changing while it was renewed") from None
+                    await asyncio.sleep(RENEW_RETRY_S)
+                    continue
             self.renewed_at = time.monotonic()
             return
-        raise LeaseLost("the lease kept changing while it was renewed")
 
     def expired(self) -> bool:
         """True once the TTL has passed since the last renewal (another instance may be active)."""

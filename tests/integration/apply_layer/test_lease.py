@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -247,6 +248,51 @@ def test_a_lease_that_lapsed_with_nobody_taking_it_is_taken_again(redis_url: str
             raise AssertionError("renewed a lease another instance holds")
         except LeaseLost:
             pass
+        await lease.release()
+        await r.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_renewal_that_races_changes_of_its_key_many_times_renews(redis_url: str, monkeypatch: Any) -> None:
+    """Found by the long fleet chaos run on Binance: right after a Redis restart a renewal met WatchError
+    more than three times in a row, gave the lease up ("kept changing") and the active instance exited 1. It
+    tries again for up to a TTL; a holder that is not us still ends it at once."""
+    import asyncio
+
+    from redis.asyncio.client import Pipeline
+    from redis.exceptions import WatchError
+
+    from services.apply_layer.lease import Lease, LeaseLost
+
+    real = Pipeline.execute
+    races = {"left": 0}
+
+    async def racing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if races["left"]:
+            races["left"] -= 1
+            await self.reset()
+            raise WatchError("Watched variable changed.")
+        return await real(self, *args, **kwargs)
+
+    async def scenario() -> None:
+        r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        lease = Lease(r, "apply_layer@test", 3000)
+        assert await lease.acquire(asyncio.Event(), 0.1)
+        monkeypatch.setattr(Pipeline, "execute", racing)
+        races["left"] = 8
+        before = lease.renewed_at
+        await lease.renew()
+        assert races["left"] == 0 and lease.renewed_at > before
+        assert await r.get(keys.apply_lease()) == lease.owner
+        await r.set(keys.apply_lease(), "apply_layer@other/1/x")
+        races["left"] = 2
+        try:
+            await lease.renew()
+            raise AssertionError("renewed a lease another instance holds")
+        except LeaseLost as e:
+            assert "held by" in str(e)
+        monkeypatch.setattr(Pipeline, "execute", real)
         await lease.release()
         await r.aclose()
 
