@@ -33,7 +33,7 @@ from common.exit_levels import LadderParams, base_fractions, levels_of
 from common.policy import Policy
 from common.positions import PositionRecord
 from services.apply_layer import book, results
-from services.apply_layer.gates import EntryFacts, entry_gate, exit_quantity, position_gate
+from services.apply_layer.gates import EntryFacts, entry_gate, exit_quantity, loosens_stop, position_gate
 
 #: a protective order could not be placed (the protector's PLACE_FAILED, without unknown outcomes)
 _PLACE_FAILED = (OrderRejected, TemporaryError)
@@ -168,7 +168,7 @@ class SimApply:
         assert position is not None
         rules = self.exchange.rules.get(symbol)
         stop = rules.round_price(plan.new_stop_loss) if rules else plan.new_stop_loss
-        if position.stop_loss is not None and (stop - position.stop_loss) * position.side.sign < 0:
+        if loosens_stop(position, stop):
             self._result(plan, "SKIP", PlanReason.STOP_NOT_TIGHTER)
             return
         if rules is None:

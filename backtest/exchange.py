@@ -33,10 +33,10 @@ from common.exchange.paper.book import (
     PaperPosition,
     Unfilled,
     check_client_id,
+    check_conditional,
     check_leverage,
     check_margin,
     check_quantity,
-    check_trigger_price,
     conditional_fill,
     default_leverage,
     liquidation_fill,
@@ -124,15 +124,7 @@ class SimExchange:
                           quantity: Decimal | None = None) -> ConditionalOrder:
         """A protective conditional, with the paper exchange's checks (-4130 for a second close-position
         one of a type and direction, -2021 when the mark has crossed it already)."""
-        check_client_id(client_algo_id)
-        rules = tradable_rules(self.rules, symbol)
-        check_trigger_price(rules, trigger_price)
-        if close_position and quantity is not None:
-            raise OrderRejected(-1106, "Parameter 'quantity' sent when not required.")
-        if not close_position:
-            if quantity is None:
-                raise OrderRejected(-1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.")
-            check_quantity(rules, quantity)
+        check_conditional(self.rules, symbol, client_algo_id, trigger_price, close_position, quantity)
         if client_algo_id in self._conditional_ids:
             found = next((o for o in self.open.get(symbol, ()) if o.client_algo_id == client_algo_id), None)
             if found is not None:

@@ -53,7 +53,7 @@ from common.store import all_positions, current_policy, read_ess, read_position,
 from common.streams import Service, Stream
 from services.apply_layer import book, results
 from services.apply_layer.fills import FillRouter
-from services.apply_layer.gates import EntryFacts, entry_gate, exit_quantity, position_gate
+from services.apply_layer.gates import EntryFacts, entry_gate, exit_quantity, loosens_stop, position_gate
 from services.apply_layer.lease import LeaseLost
 from services.apply_layer.metrics import METRICS
 from services.apply_layer.protection import Protector
@@ -289,8 +289,7 @@ class Executor:
         cid = client_order_id(plan.plan_id, "sl")
         rules = (await self.exchange.symbol_rules()).get(plan.symbol)
         stop = rules.round_price(plan.new_stop_loss) if rules else plan.new_stop_loss
-        if position.stop_loss is not None and (stop - position.stop_loss) * position.side.sign < 0:
-            # a stop only ever tightens: an update that arrives late (after a tighter one) is refused
+        if loosens_stop(position, stop):
             return self._finish_skip(plan, PlanReason.STOP_NOT_TIGHTER, entry_id)
         if rules is None:
             return self._finish_skip(plan, PlanReason.SYMBOL_NOT_TRADABLE, entry_id)

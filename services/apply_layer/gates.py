@@ -85,6 +85,12 @@ def price_gate(plan: ApplyPlan, mark: Decimal | None, max_move_frac: float) -> P
     return None
 
 
+def loosens_stop(position: PositionRecord, stop: Decimal) -> bool:
+    """A stop only ever tightens: True when ``stop`` is further from the market than the position's own (an
+    update that arrives late, after a tighter one)."""
+    return position.stop_loss is not None and (stop - position.stop_loss) * position.side.sign < 0
+
+
 def position_gate(plan: ApplyPlan, position: PositionRecord | None) -> PlanReason | None:
     """Exits and stop updates must name the position they mean (its entry plan)."""
     if position is None:

@@ -99,6 +99,21 @@ def check_trigger_price(rules: SymbolRules, trigger_price: Decimal) -> None:
         raise precision_over_maximum()
 
 
+def check_conditional(rules: dict[str, SymbolRules], symbol: str, client_algo_id: str, trigger_price: Decimal,
+                      close_position: bool, quantity: Decimal | None) -> None:
+    """A new conditional's parameters as Binance checks them (client id, symbol, trigger on the tick grid,
+    ``closePosition`` xor a valid ``quantity``); OrderRejected when one is wrong."""
+    check_client_id(client_algo_id)
+    symbol_rules = tradable_rules(rules, symbol)
+    check_trigger_price(symbol_rules, trigger_price)
+    if close_position and quantity is not None:
+        raise OrderRejected(-1106, "Parameter 'quantity' sent when not required.")
+    if not close_position:
+        if quantity is None:
+            raise OrderRejected(-1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.")
+        check_quantity(symbol_rules, quantity)
+
+
 def default_leverage(rules: SymbolRules) -> int:
     return min(DEFAULT_LEVERAGE, rules.max_leverage)
 

@@ -58,9 +58,9 @@ from common.exchange.paper.book import (
     FEE_ASSET,
     available_balance,
     check_client_id,
+    check_conditional,
     check_leverage,
     check_quantity,
-    check_trigger_price,
     tradable_rules,
     triggers,
     would_immediately_trigger,
@@ -236,17 +236,7 @@ class PaperExchange(Exchange):
         close_position: bool = True,
         quantity: Decimal | None = None,
     ) -> ConditionalOrder:
-        check_client_id(client_algo_id)
-        rules = tradable_rules(self._rules, symbol)
-        check_trigger_price(rules, trigger_price)
-        if close_position and quantity is not None:
-            raise OrderRejected(-1106, "Parameter 'quantity' sent when not required.")
-        if not close_position:
-            if quantity is None:
-                raise OrderRejected(
-                    -1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed."
-                )
-            check_quantity(rules, quantity)
+        check_conditional(self._rules, symbol, client_algo_id, trigger_price, close_position, quantity)
         mark = await self._fresh_mark(symbol)
 
         async def body(pipe: Pipeline, _: OnCommit) -> ConditionalOrder:
