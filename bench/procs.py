@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from common.keys import heartbeat_pattern
 from common.streams import Service
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,7 +139,7 @@ def wait_for(check: Callable[[], bool], timeout_s: float, what: str, interval_s:
 
 def heartbeats_ready(client: object, names: list[str]) -> bool:
     """Every service named has its heartbeat key (it is set before the service's setup runs)."""
-    keys = client.keys("quantum:heartbeat:*")  # type: ignore[attr-defined]
+    keys = client.keys(heartbeat_pattern())  # type: ignore[attr-defined]
     up = {str(k).split(":")[2] for k in keys}
     return set(names) <= up
 

@@ -20,9 +20,18 @@ from common.exchange.rules import SymbolRules
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,36}$")
 
 
+#: the prefix of every client id we send (``qt-<plan_id>[-sl|-tp]``)
+OUR_PREFIX = "qt-"
+
+
+def is_ours(client_id: str) -> bool:
+    """An order this fleet placed (any client id starting with :data:`OUR_PREFIX`)."""
+    return client_id.startswith(OUR_PREFIX)
+
+
 def client_order_id(plan_id: str, suffix: str = "") -> str:
     """``qt-<plan_id>`` or ``qt-<plan_id>-<suffix>``; never derived from a symbol."""
-    cid = f"qt-{plan_id}" + (f"-{suffix}" if suffix else "")
+    cid = f"{OUR_PREFIX}{plan_id}" + (f"-{suffix}" if suffix else "")
     if not CLIENT_ID_RE.match(cid):
         raise ValueError(f"invalid client order id: {cid!r}")
     return cid

@@ -28,6 +28,7 @@ from common.exchange.base import (
     Fill,
     OrderEvent,
     client_order_id,
+    is_ours,
 )
 from common.exchange.errors import ExchangeError, OrderNotFound
 from common.ids import exit_plan_id, hex16
@@ -299,7 +300,7 @@ class FillRouter:
         positions = await all_positions(self.redis)
         swept = 0
         for order in await self.exchange.open_conditionals():
-            if not order.client_algo_id.startswith("qt-") or order.symbol in positions:
+            if not is_ours(order.client_algo_id) or order.symbol in positions:
                 continue
             async with self.locks[order.symbol]:
                 if await read_position(self.redis, order.symbol) is not None:

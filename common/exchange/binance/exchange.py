@@ -42,6 +42,7 @@ from common.exchange.base import (
     Fill,
     OrderEvent,
     OrderResult,
+    is_ours,
 )
 from common.exchange.binance.client import BinanceClient, is_testnet
 from common.exchange.binance.fills import PAGE_MAX, FillReader
@@ -50,7 +51,6 @@ from common.exchange.binance.user_stream import UserStream
 from common.exchange.binance.wire import (
     WORKING_STATUSES,
     conditional,
-    is_ours,
     order_result,
     position,
     traded_qty,

@@ -12,10 +12,10 @@ from typing import Any, Final
 import structlog
 
 from common.contracts.base import plain_decimal
-from common.exchange.base import Fill
+from common.exchange.base import Fill, is_ours
 from common.exchange.binance.client import BinanceClient
 from common.exchange.binance.tracking import OrderFacts, OrderTracking
-from common.exchange.binance.wire import USDT, fill_from_trade, is_forced_close, is_ours
+from common.exchange.binance.wire import USDT, fill_from_trade, is_forced_close
 from common.exchange.errors import OrderNotFound, OrderRejected
 
 log = structlog.get_logger()

@@ -24,7 +24,7 @@ from common.backoff import Backoff
 from common.config import BinanceSettings
 from common.contracts.base import plain_decimal
 from common.contracts.enums import FillKind
-from common.exchange.base import ConditionalEnded, ConditionalStatus, Exchange, ExchangeEvent, OrderEvent
+from common.exchange.base import ConditionalEnded, ConditionalStatus, Exchange, ExchangeEvent, OrderEvent, is_ours
 from common.exchange.binance.client import BinanceClient, futures_root
 from common.exchange.binance.fills import FillReader
 from common.exchange.binance.tracking import OrderTracking, remember
@@ -35,7 +35,6 @@ from common.exchange.binance.wire import (
     fill_from_order_update,
     is_fill_update,
     is_forced_close,
-    is_ours,
 )
 from common.exchange.errors import ExchangeError, OrderNotFound, OrderRejected
 

@@ -29,12 +29,11 @@ from common.exchange.base import (
     Fill,
     OrderResult,
     OrderStatus,
+    is_ours,
 )
 
 #: the asset balances and fees are reported in
 USDT: Final = "USDT"
-#: the prefix of every client id we send (``qt-<plan_id>[-sl|-tp]``)
-OUR_PREFIX: Final = "qt-"
 ALGO_STATUS: Final = {
     "NEW": ConditionalStatus.NEW,
     # forwarded to the matching engine, not yet placed there: as good as triggered for us
@@ -70,10 +69,6 @@ WORKING_STATUSES: Final = frozenset({"NEW", "PARTIALLY_FILLED"})
 def is_forced_close(client_id: str) -> bool:
     """A liquidation, ADL or settlement order (Binance's own client ids)."""
     return client_id.startswith(LIQUIDATION_PREFIXES)
-
-
-def is_ours(client_id: str) -> bool:
-    return client_id.startswith(OUR_PREFIX)
 
 
 def classify_fill(client_id: str, order_type: str) -> FillKind | None:
